@@ -1,0 +1,180 @@
+//! Handles through which the instance and the DR controller reach a running connection.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use switchyard_codec::{ProtocolVersion, ReasonCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{ClientId, ConnectionId};
+
+/// The path by which a device reached an instance.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Through one of the instance's own region listeners.
+    Region,
+    /// Through the global endpoint of the DR group `group`.
+    Global { group: String },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Region => f.write_str("region"),
+            Origin::Global { group } => write!(f, "global:{group}"),
+        }
+    }
+}
+
+/// A live connection of an instance, cheap to clone.
+///
+/// The handle only signals the connection's task, so it never blocks and stays valid after
+/// the connection has ended.
+#[derive(Clone, Debug)]
+pub struct ConnectionHandle {
+    inner: Arc<HandleInner>,
+}
+
+#[derive(Debug)]
+struct HandleInner {
+    id: ConnectionId,
+    client_id: ClientId,
+    protocol: ProtocolVersion,
+    origin: Origin,
+    peer: SocketAddr,
+    control: Control,
+}
+
+/// The stop request shared by a connection task and its handles: the first reason wins.
+#[derive(Debug, Default)]
+pub(crate) struct Control {
+    stop: CancellationToken,
+    reason: Mutex<Option<ReasonCode>>,
+}
+
+// === impl ConnectionHandle ===
+
+impl ConnectionHandle {
+    pub(crate) fn new(
+        id: ConnectionId,
+        client_id: ClientId,
+        protocol: ProtocolVersion,
+        origin: Origin,
+        peer: SocketAddr,
+    ) -> ConnectionHandle {
+        let inner = HandleInner {
+            id,
+            client_id,
+            protocol,
+            origin,
+            peer,
+            control: Control::default(),
+        };
+        ConnectionHandle {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// Returns the client identifier, as assigned by the server when the client sent none.
+    pub fn client_id(&self) -> &str {
+        self.inner.client_id.as_str()
+    }
+
+    /// Returns the protocol version of the connection.
+    pub fn protocol(&self) -> ProtocolVersion {
+        self.inner.protocol
+    }
+
+    /// Returns how the device reached the instance.
+    pub fn origin(&self) -> &Origin {
+        &self.inner.origin
+    }
+
+    /// Returns the address of the device.
+    pub fn peer(&self) -> SocketAddr {
+        self.inner.peer
+    }
+
+    /// Asks the connection to close. MQTT 5.0 clients get DISCONNECT with `reason` first, and
+    /// MQTT 3.x clients see the connection close.
+    ///
+    /// Returns at once; the connection's task sends the packet and closes. When several
+    /// requests arrive, the first reason is the one sent.
+    pub fn disconnect(&self, reason: ReasonCode) {
+        self.inner.control.request_stop(reason);
+    }
+
+    pub(crate) fn id(&self) -> ConnectionId {
+        self.inner.id
+    }
+
+    pub(crate) fn control(&self) -> &Control {
+        &self.inner.control
+    }
+}
+
+// === impl Control ===
+
+impl Control {
+    fn request_stop(&self, reason: ReasonCode) {
+        if let Ok(mut slot) = self.reason.lock() {
+            slot.get_or_insert(reason);
+        }
+        self.stop.cancel();
+    }
+
+    /// Waits until a stop is requested and returns its reason.
+    pub(crate) async fn stopped(&self) -> ReasonCode {
+        self.stop.cancelled().await;
+        self.reason().unwrap_or(ReasonCode::UNSPECIFIED_ERROR)
+    }
+
+    fn reason(&self) -> Option<ReasonCode> {
+        self.reason.lock().ok().and_then(|slot| *slot)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handle() -> ConnectionHandle {
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+        ConnectionHandle::new(
+            ConnectionId(7),
+            ClientId::new("GID_a@@@1"),
+            ProtocolVersion::V5,
+            Origin::Global {
+                group: "global".to_owned(),
+            },
+            peer,
+        )
+    }
+
+    #[test]
+    fn origin_displays_group() {
+        assert_eq!(Origin::Region.to_string(), "region");
+        assert_eq!(
+            Origin::Global {
+                group: "g1".to_owned()
+            }
+            .to_string(),
+            "global:g1"
+        );
+    }
+
+    #[tokio::test]
+    async fn first_disconnect_reason_wins() {
+        let handle = handle();
+        handle.disconnect(ReasonCode::USE_ANOTHER_SERVER);
+        handle.clone().disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+        assert_eq!(
+            handle.control().stopped().await,
+            ReasonCode::USE_ANOTHER_SERVER
+        );
+        assert_eq!(handle.client_id(), "GID_a@@@1");
+        assert_eq!(handle.protocol(), ProtocolVersion::V5);
+        assert_eq!(handle.id(), ConnectionId(7));
+    }
+}

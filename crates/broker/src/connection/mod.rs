@@ -1,0 +1,400 @@
+//! The connection driver: one task per client that authenticates the CONNECT, sends CONNACK,
+//! then reads and handles packets until the connection ends.
+//!
+//! Each connection runs two tasks. This one reads: it decodes packets, calls the session state
+//! machine and the instance, and passes its replies (PUBACK, SUBACK, PINGRESP, ...) to the
+//! writer over a bounded channel, so a client that stops reading also stops being read. The
+//! writer task (see `writer`) owns the write half and sends those replies and whatever the
+//! session has to send, batched into one write per wake-up.
+//!
+//! A connection ends when the client disconnects or breaks a rule, when its keep-alive expires,
+//! or when a [`ConnectionHandle`] requests a stop (takeover, DR downgrade, shutdown). MQTT 5.0
+//! clients are then sent a DISCONNECT with the reason when the server ends the connection.
+
+mod handle;
+mod inbound;
+mod writer;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use switchyard_codec::{
+    ConnAck, Connect, Disconnect, Packet, ProtocolVersion, ReasonCode, decode_packet, encode_packet,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, debug, field, info, info_span};
+
+pub use handle::{ConnectionHandle, Origin};
+
+use crate::auth::Identity;
+use crate::handshake::{READ_CHUNK, write_connack_refusal};
+use crate::ids::{ClientId, ConnectionId};
+use crate::instance::{Instance, SessionSlot};
+use crate::negotiate::{Negotiated, connack_properties, negotiate};
+use crate::session::{Link, Session};
+use writer::Outgoing;
+
+/// Replies the reader may queue for the writer before it waits. The limit bounds the memory that
+/// a client which sends without reading can make the server use.
+const OUTGOING_CAPACITY: usize = 64;
+
+/// How long a closing connection may spend flushing its last packets and DISCONNECT.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves one connection whose CONNECT was already read, until it ends.
+pub(crate) async fn run<S>(
+    instance: Arc<Instance>,
+    stream: S,
+    peer: SocketAddr,
+    connect: Connect,
+    buffered: BytesMut,
+    origin: Origin,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = info_span!(
+        "connection",
+        instance = %instance.id(),
+        %peer,
+        %origin,
+        client_id = field::Empty,
+    );
+    serve(instance, stream, peer, connect, buffered, origin)
+        .instrument(span)
+        .await;
+}
+
+/// The cause of a connection's end.
+#[derive(Debug)]
+enum Close {
+    /// The client sent DISCONNECT with this reason.
+    Disconnected(ReasonCode),
+    /// The client closed the connection without DISCONNECT.
+    PeerClosed,
+    ReadFailed(io::Error),
+    /// The writer task ended, because a write failed.
+    WriterStopped,
+    /// No packet arrived within 1.5 times the keep-alive interval.
+    KeepAliveExpired,
+    /// The client sent something invalid, and 5.0 clients get DISCONNECT `reason`.
+    Violation {
+        reason: ReasonCode,
+        detail: String,
+    },
+    /// A [`ConnectionHandle`] asked the connection to stop.
+    Requested(ReasonCode),
+    /// Another connection took the session over while this one was using it.
+    SessionLost,
+}
+
+/// The state of a connection after its CONNACK.
+struct Connection {
+    instance: Arc<Instance>,
+    handle: ConnectionHandle,
+    identity: Identity,
+    client_id: ClientId,
+    id: ConnectionId,
+    version: ProtocolVersion,
+    slot: Arc<SessionSlot>,
+    /// Session Expiry Interval the CONNECT asked for, which limits what DISCONNECT may set.
+    requested_session_expiry: u32,
+    keep_alive: u16,
+    outgoing: mpsc::Sender<Outgoing>,
+}
+
+/// Authenticates, opens the session, sends CONNACK and runs the connection.
+async fn serve<S>(
+    instance: Arc<Instance>,
+    mut stream: S,
+    peer: SocketAddr,
+    connect: Connect,
+    buffered: BytesMut,
+    origin: Origin,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let version = connect.protocol;
+    let Some((identity, negotiated)) = admit(&instance, &mut stream, &connect, peer).await else {
+        return;
+    };
+    tracing::Span::current().record("client_id", negotiated.client_id.as_str());
+
+    // Register the handle before taking the session, so a takeover racing with this CONNECT
+    // can already find and close this connection.
+    let id = instance.next_connection_id();
+    let handle = ConnectionHandle::new(
+        id,
+        negotiated.client_id.clone(),
+        version,
+        origin.clone(),
+        peer,
+    );
+    instance.register(handle.clone());
+    let link = Link {
+        version,
+        window: negotiated.outbound_window,
+        max_packet_size: negotiated.client_max_packet_size,
+    };
+    let now = tokio::time::Instant::now().into_std();
+    let opened = instance.open_session(&negotiated, connect.clean_start, id, link, now);
+    info!(
+        instance = %instance.id(),
+        client_id = %negotiated.client_id,
+        %origin,
+        principal = %identity.principal,
+        protocol = ?version,
+        session_present = opened.session_present,
+        keep_alive = negotiated.keep_alive,
+        "Client connected"
+    );
+
+    // CONNACK goes first in the writer's first batch, before any resent message.
+    let mut first_batch = BytesMut::new();
+    let connack = connack(&instance, &negotiated, version, opened.session_present);
+    encode_packet(&connack, version, &mut first_batch);
+
+    let (read_half, write_half) = tokio::io::split(stream);
+    let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
+    let slot = Arc::clone(&opened.slot);
+    let mut writer = tokio::spawn(
+        writer::run(write_half, slot, id, version, outgoing_rx, first_batch).in_current_span(),
+    );
+    let mut connection = Connection {
+        instance,
+        handle,
+        identity,
+        client_id: negotiated.client_id.clone(),
+        id,
+        version,
+        slot: opened.slot,
+        requested_session_expiry: connect.properties.session_expiry_interval.unwrap_or(0),
+        keep_alive: negotiated.keep_alive,
+        outgoing,
+    };
+    let close = connection.read_loop(read_half, buffered, &mut writer).await;
+    connection.finish(close, writer).await;
+}
+
+/// Checks that the instance takes connections, then authenticates and negotiates the CONNECT.
+/// Returns `None` after sending the CONNACK that rejects the CONNECT.
+async fn admit<S: AsyncWrite + Unpin>(
+    instance: &Instance,
+    stream: &mut S,
+    connect: &Connect,
+    peer: SocketAddr,
+) -> Option<(Identity, Negotiated)> {
+    if instance.is_stopping() {
+        refuse(stream, connect, ReasonCode::SERVER_UNAVAILABLE).await;
+        return None;
+    }
+    let identity = match instance.authenticator().authenticate(connect, peer) {
+        Ok(identity) => identity,
+        Err(reason) => {
+            refuse(stream, connect, reason).await;
+            return None;
+        }
+    };
+    match negotiate(connect, instance.settings(), || instance.assign_client_id()) {
+        Ok(negotiated) => Some((identity, negotiated)),
+        Err(reason) => {
+            refuse(stream, connect, reason).await;
+            None
+        }
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, connect: &Connect, reason: ReasonCode) {
+    info!(client_id = %connect.client_id, ?reason, "Rejected connection");
+    let write = write_connack_refusal(stream, connect.protocol, reason);
+    match tokio::time::timeout(CLOSE_TIMEOUT, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => debug!(%error, "Failed to send CONNACK refusal"),
+        Err(_elapsed) => debug!("Timed out sending CONNACK refusal"),
+    }
+}
+
+fn connack(
+    instance: &Instance,
+    negotiated: &Negotiated,
+    version: ProtocolVersion,
+    session_present: bool,
+) -> Packet {
+    let properties = if version.is_v5() {
+        connack_properties(negotiated, instance.settings())
+    } else {
+        Default::default()
+    };
+    Packet::ConnAck(ConnAck {
+        session_present,
+        reason: ReasonCode::SUCCESS,
+        properties,
+    })
+}
+
+// === impl Connection ===
+
+impl Connection {
+    /// Reads and handles packets until the connection ends, starting with the bytes that came
+    /// after the CONNECT.
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        mut reader: R,
+        mut buf: BytesMut,
+        writer: &mut JoinHandle<io::Result<()>>,
+    ) -> Close {
+        // The server closes a connection that sends nothing for 1.5 times the keep-alive
+        // interval [MQTT-3.1.2-24 in 3.1.1, MQTT-3.1.2-22 in 5.0].
+        let keep_alive =
+            (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let mut deadline = keep_alive.map(|timeout| tokio::time::Instant::now() + timeout);
+        let max_packet_size = self.instance.settings().max_packet_size;
+
+        loop {
+            // Handle every whole packet already buffered.
+            loop {
+                let packet = match decode_packet(&mut buf, self.version, max_packet_size) {
+                    Ok(Some(packet)) => packet,
+                    Ok(None) => break,
+                    Err(error) => {
+                        let reason = error.reason_code();
+                        return Close::Violation {
+                            reason,
+                            detail: error.to_string(),
+                        };
+                    }
+                };
+                deadline = keep_alive.map(|timeout| tokio::time::Instant::now() + timeout);
+                if let Err(close) = self.handle_packet(packet).await {
+                    return close;
+                }
+            }
+
+            if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+                buf.reserve(READ_CHUNK);
+            }
+            let sleep_until = deadline.unwrap_or_else(tokio::time::Instant::now);
+            let read = tokio::select! {
+                reason = self.handle.control().stopped() => return Close::Requested(reason),
+                () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                    return Close::KeepAliveExpired;
+                }
+                _ = &mut *writer => return Close::WriterStopped,
+                read = reader.read_buf(&mut buf) => read,
+            };
+            match read {
+                Ok(0) => return Close::PeerClosed,
+                Ok(_) => {}
+                Err(error) => return Close::ReadFailed(error),
+            }
+        }
+    }
+
+    /// Sends the last packets, detaches the session and logs the end of the connection.
+    async fn finish(self, close: Close, mut writer: JoinHandle<io::Result<()>>) {
+        let disconnect = if self.version.is_v5() {
+            close.disconnect_reason().map(Disconnect::new)
+        } else {
+            None
+        };
+        if !writer.is_finished() {
+            let flush = async {
+                if self
+                    .outgoing
+                    .send(Outgoing::Close(disconnect))
+                    .await
+                    .is_ok()
+                {
+                    let _ = (&mut writer).await;
+                }
+            };
+            if tokio::time::timeout(CLOSE_TIMEOUT, flush).await.is_err() {
+                debug!("Writer did not finish in time; closing without flushing");
+                writer.abort();
+            }
+        }
+
+        let now = tokio::time::Instant::now().into_std();
+        let dropped_total = self.slot.lock().stats().total();
+        self.instance.close_session(&self.slot, self.id, now);
+        self.instance.unregister(self.id);
+        info!(
+            instance = %self.instance.id(),
+            client_id = %self.client_id,
+            origin = %self.handle.origin(),
+            reason = %close,
+            dropped_total,
+            "Client disconnected"
+        );
+    }
+
+    /// Queues a reply for the writer, waiting while its channel is full.
+    async fn send(&self, packet: Packet) -> Result<(), Close> {
+        tokio::select! {
+            sent = self.outgoing.send(Outgoing::Packet(packet)) => {
+                sent.map_err(|_| Close::WriterStopped)
+            }
+            reason = self.handle.control().stopped() => Err(Close::Requested(reason)),
+        }
+    }
+
+    /// Runs `step` on the session if this connection still owns it.
+    fn with_session<T>(&self, step: impl FnOnce(&mut Session) -> T) -> Result<T, Close> {
+        let mut session = self.slot.lock();
+        if !session.is_owned_by(self.id) {
+            return Err(Close::SessionLost);
+        }
+        Ok(step(&mut session))
+    }
+
+    /// Wakes the writer because the session may have packets to send.
+    fn wake_writer(&self) {
+        self.slot.wake.notify_one();
+    }
+}
+
+// === impl Close ===
+
+impl Close {
+    /// Returns the reason of the DISCONNECT that a 5.0 client is sent, or `None` when the
+    /// client ended the connection itself.
+    fn disconnect_reason(&self) -> Option<ReasonCode> {
+        match self {
+            Close::Disconnected(_) | Close::PeerClosed | Close::ReadFailed(_) => None,
+            Close::WriterStopped => None,
+            Close::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
+            Close::Violation { reason, .. } => Some(*reason),
+            Close::Requested(reason) => Some(*reason),
+            Close::SessionLost => Some(ReasonCode::SESSION_TAKEN_OVER),
+        }
+    }
+
+    fn violation(reason: ReasonCode, detail: impl Into<String>) -> Close {
+        Close::Violation {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Close {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Close::Disconnected(reason) => write!(f, "client sent DISCONNECT 0x{:02X}", reason.0),
+            Close::PeerClosed => f.write_str("client closed the connection without DISCONNECT"),
+            Close::ReadFailed(error) => write!(f, "read failed: {error}"),
+            Close::WriterStopped => f.write_str("write failed"),
+            Close::KeepAliveExpired => f.write_str("keep-alive expired"),
+            Close::Violation { reason, detail } => {
+                write!(f, "protocol violation 0x{:02X}: {detail}", reason.0)
+            }
+            Close::Requested(reason) => write!(f, "server closed it with 0x{:02X}", reason.0),
+            Close::SessionLost => f.write_str("session taken over by another connection"),
+        }
+    }
+}
