@@ -1,0 +1,125 @@
+//! The global endpoint of a DR group: reads each device's CONNECT, chooses a member and hands
+//! the connection to it, with the CONNECT already decoded so the member does not parse it again.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use switchyard_broker::{Origin, ReadConnectError, read_connect, write_connack_refusal};
+use switchyard_codec::{ProtocolVersion, ReasonCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info};
+
+use crate::members::Group;
+use crate::routing::{Route, choose_member, named_instance};
+
+/// Accepts devices on one listener of a group's global endpoint until `shutdown` fires.
+pub async fn serve(group: Arc<Group>, listener: TcpListener, shutdown: CancellationToken) {
+    let local = listener.local_addr().ok();
+    info!(group = %group.id(), addr = ?local, "Global endpoint listening");
+    let mut backoff = Duration::from_millis(10);
+
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(10);
+                tokio::spawn(route_connection(group.clone(), stream, peer));
+            }
+            Err(err) if is_connection_error(&err) => {
+                debug!(error = %err, "Connection failed before it was accepted");
+            }
+            Err(err) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                error!(group = %group.id(), error = %err, ?backoff, "Failed to accept a connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+    info!(group = %group.id(), addr = ?local, "Global endpoint stopped");
+}
+
+/// Reads the CONNECT of one device and hands the connection to the chosen member.
+async fn route_connection(group: Arc<Group>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let settings = &group.settings;
+    let read = read_connect(
+        &mut stream,
+        settings.connect_timeout,
+        settings.max_connect_bytes,
+    );
+    let (connect, buffered) = match read.await {
+        Ok(read) => read,
+        Err(err) => {
+            reject_unreadable_connect(&mut stream, peer, &group, err).await;
+            return;
+        }
+    };
+
+    let named = named_instance(connect.username.as_deref());
+    let views = group.views();
+    let route = choose_member(&views, named, &connect.client_id, settings.fallback);
+    let chosen = match route {
+        Route::Named(id) | Route::Fallback(id) => group.member(id),
+        Route::Unavailable => None,
+    };
+    let Some(member) = chosen else {
+        info!(
+            group = %group.id(),
+            client_id = %connect.client_id,
+            %peer,
+            "No member can take the device; answering server unavailable"
+        );
+        let refusal = ReasonCode::SERVER_UNAVAILABLE;
+        let _ = write_connack_refusal(&mut stream, connect.protocol, refusal).await;
+        return;
+    };
+
+    debug!(
+        group = %group.id(),
+        client_id = %connect.client_id,
+        member = %member.id(),
+        fallback = matches!(route, Route::Fallback(_)),
+        "Routing device"
+    );
+    let origin = Origin::Global {
+        group: group.id().to_owned(),
+    };
+    member
+        .instance
+        .accept_connection(stream, peer, connect, buffered, origin);
+}
+
+/// Answers a CONNECT that could not be read: with a CONNACK where the protocol version is known
+/// and the error has a reason to send, otherwise by closing.
+async fn reject_unreadable_connect(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    group: &Group,
+    err: ReadConnectError,
+) {
+    debug!(group = %group.id(), %peer, error = %err, "Rejected connection before routing");
+    if let ReadConnectError::Decode(decode) = &err
+        && let Some(version) = decode.connect_version
+    {
+        let reason = decode.reason_code();
+        let answer =
+            version == ProtocolVersion::V5 || reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
+        if answer {
+            let _ = write_connack_refusal(stream, version, reason).await;
+        }
+    }
+}
+
+fn is_connection_error(err: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    matches!(
+        err.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    )
+}

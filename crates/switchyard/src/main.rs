@@ -1,0 +1,265 @@
+//! The `switchyard` command: `serve` runs a deployment, `audit` prints the DR audit log and
+//! `password` computes a Signature-mode device password.
+
+mod authenticator;
+mod config;
+mod defaults;
+mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard_store::{SqliteSettings, SqliteStore, Store};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+use crate::defaults::DefaultAccessKey;
+
+#[derive(Parser)]
+#[command(
+    name = "switchyard",
+    version,
+    about = "Self-hosted MQTT with ApsaraMQ-compatible disaster recovery"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a deployment: the one in FILE, or the embedded default without --config.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data directory of the embedded default deployment.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "switchyard-data",
+            conflicts_with = "config"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Print the audit log of disaster-recovery changes, oldest first.
+    Audit {
+        /// Configuration file whose data_dir to read.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Data directory to read, when there is no configuration file.
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "switchyard-data",
+            conflicts_with = "config"
+        )]
+        data_dir: PathBuf,
+        /// Print at most this many records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+    },
+    /// Print the MQTT username and password of a Signature-mode login.
+    Password {
+        /// Client id, e.g. GID_demo@@@device-1.
+        #[arg(long)]
+        client_id: String,
+        /// Instance the username names.
+        #[arg(long, default_value = "mqtt-cn-hz01")]
+        instance_id: String,
+        /// AccessKey id and secret; without them the default deployment's key is read from
+        /// --data-dir.
+        #[arg(long, requires = "access_key_secret")]
+        access_key_id: Option<String>,
+        #[arg(long, requires = "access_key_id")]
+        access_key_secret: Option<String>,
+        #[arg(long, value_name = "DIR", default_value = "switchyard-data")]
+        data_dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter =
+        EnvFilter::try_from_env("SWITCHYARD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve { config, data_dir } => serve_command(config.as_deref(), data_dir),
+        Command::Audit {
+            config,
+            data_dir,
+            limit,
+        } => audit_command(config.as_deref(), data_dir, limit),
+        Command::Password {
+            client_id,
+            instance_id,
+            access_key_id,
+            access_key_secret,
+            data_dir,
+        } => password_command(
+            &client_id,
+            &instance_id,
+            access_key_id.zip(access_key_secret),
+            &data_dir,
+        ),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve_command(config_path: Option<&Path>, data_dir: PathBuf) -> anyhow::Result<()> {
+    let (config, default_key) = match config_path {
+        Some(path) => (Config::load(path)?, None),
+        None => {
+            let key = defaults::load_or_create_access_key(&data_dir)?;
+            let config = defaults::default_config(data_dir, &key);
+            config.validate()?;
+            (config, Some(key))
+        }
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    runtime.block_on(async move {
+        let deployment = serve::start(&config).await?;
+        print_summary(&config, &deployment, default_key.as_ref());
+        wait_for_signal().await?;
+        tracing::info!("Shutdown signal received; closing connections");
+        deployment.stop().await;
+        Ok(())
+    })
+}
+
+/// Prints every endpoint, one `endpoint` line each so scripts can parse them, then how to log in.
+fn print_summary(config: &Config, deployment: &serve::Deployment, key: Option<&DefaultAccessKey>) {
+    println!(
+        "Switchyard {} is running. Data directory: {}",
+        env!("CARGO_PKG_VERSION"),
+        config.data_dir.display()
+    );
+    for endpoint in &deployment.endpoints {
+        println!(
+            "endpoint kind={} owner={} protocol={} addr={}",
+            endpoint.kind, endpoint.owner, endpoint.protocol, endpoint.addr
+        );
+    }
+    if let Some(key) = key {
+        println!();
+        println!(
+            "Default account {} AccessKey (stored in {}):",
+            defaults::ACCOUNT_ID,
+            defaults::credentials_path(&config.data_dir).display()
+        );
+        println!("  AccessKeyId:     {}", key.access_key_id);
+        println!("  AccessKeySecret: {}", key.access_key_secret);
+        println!(
+            "Devices log in with client id {}@@@<device>, username Signature|<AccessKeyId>|mqtt-cn-hz01",
+            defaults::GROUP_ID
+        );
+        println!(
+            "and the password printed by: switchyard password --client-id {}@@@<device>",
+            defaults::GROUP_ID
+        );
+        println!(
+            "Topics must be under the parent topic {:?}.",
+            defaults::PARENT_TOPIC
+        );
+    }
+    println!("ready");
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate =
+            signal(SignalKind::terminate()).context("failed to listen for SIGTERM")?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result.context("failed to listen for Ctrl-C")?,
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c()
+        .await
+        .context("failed to listen for Ctrl-C")?;
+    Ok(())
+}
+
+fn audit_command(
+    config_path: Option<&Path>,
+    data_dir: PathBuf,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let (data_dir, busy_timeout_ms) = match config_path {
+        Some(path) => {
+            let config = Config::load(path)?;
+            (config.data_dir, config.store.busy_timeout_ms)
+        }
+        None => (data_dir, 5_000),
+    };
+    if !data_dir.exists() {
+        anyhow::bail!(
+            "data directory {} does not exist; pass the one `switchyard serve` uses",
+            data_dir.display()
+        );
+    }
+    let settings = SqliteSettings {
+        busy_timeout: Duration::from_millis(busy_timeout_ms),
+    };
+    let store = SqliteStore::open(&data_dir, settings)?;
+    let records = store.audit_records(None, limit)?;
+    if records.is_empty() {
+        println!(
+            "No disaster-recovery changes recorded in {}.",
+            data_dir.display()
+        );
+    }
+    for (id, record) in records {
+        println!("{id} {record}");
+    }
+    Ok(())
+}
+
+fn password_command(
+    client_id: &str,
+    instance_id: &str,
+    explicit_key: Option<(String, String)>,
+    data_dir: &Path,
+) -> anyhow::Result<()> {
+    let (key_id, secret) = match explicit_key {
+        Some(key) => key,
+        None => {
+            let path = defaults::credentials_path(data_dir);
+            if !path.exists() {
+                anyhow::bail!(
+                    "no default AccessKey in {}; start `switchyard serve` once, or pass \
+                     --access-key-id and --access-key-secret",
+                    path.display()
+                );
+            }
+            let key = defaults::load_or_create_access_key(data_dir)?;
+            (key.access_key_id, key.access_key_secret)
+        }
+    };
+    println!("username: Signature|{key_id}|{instance_id}");
+    println!(
+        "password: {}",
+        switchyard_auth::signature_password(&secret, client_id)
+    );
+    Ok(())
+}
