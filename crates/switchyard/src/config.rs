@@ -172,6 +172,15 @@ pub struct ListenerConfig {
     pub private_key: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
+    /// Connections the kernel queues before they are accepted. A DR switch makes many devices
+    /// reconnect at once, and an overflowing queue drops their SYNs, which costs each of them
+    /// a TCP retransmission timeout (1 s on Linux).
+    #[serde(default = "default_backlog")]
+    pub backlog: u32,
+}
+
+fn default_backlog() -> u32 {
+    1024
 }
 
 /// A disaster-recovery group and its global endpoint.
@@ -440,6 +449,12 @@ fn check_listener(
             )));
         }
     }
+    if listener.backlog == 0 {
+        return Err(ConfigError::Invalid(format!(
+            "{owner}: listener {} has backlog 0; use at least 1 (default 1024)",
+            listener.listen
+        )));
+    }
     if listener.listen.port() != 0 && !addresses.insert(listener.listen) {
         return Err(ConfigError::Invalid(format!(
             "{owner}: listen address {} is used by another listener",
@@ -518,13 +533,22 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
         assert!(instance.require_registered_group_ids);
         assert!(instance.require_registered_parent_topics);
         assert_eq!(config.disaster_recovery_groups[0].fallback, "first");
-        assert_eq!(config.disaster_recovery_groups[0].disconnect_rate_per_second, 1000);
-        assert!(config.data_dir.is_absolute(), "data_dir is resolved against the file");
+        assert_eq!(
+            config.disaster_recovery_groups[0].disconnect_rate_per_second,
+            1000
+        );
+        assert!(
+            config.data_dir.is_absolute(),
+            "data_dir is resolved against the file"
+        );
     }
 
     #[test]
     fn unknown_key_is_named() {
-        let text = VALID.replace("region = \"cn-hangzhou\"", "region = \"cn-hangzhou\"\nregoin = 1");
+        let text = VALID.replace(
+            "region = \"cn-hangzhou\"",
+            "region = \"cn-hangzhou\"\nregoin = 1",
+        );
         let message = error_of(&text);
         assert!(message.contains("regoin"), "{message}");
     }
@@ -532,18 +556,45 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
     #[test]
     fn invalid_values_are_named() {
         let cases = [
-            (VALID.replacen("edition = \"platinum\"", "edition = \"gold\"", 1), "gold"),
-            (VALID.replacen("account = \"1000000000000001\"", "account = \"42\"", 1), "\"42\""),
-            (VALID.replace("\"mqtt-cn-sh01\"]", "\"mqtt-cn-bj01\"]"), "mqtt-cn-bj01"),
-            (VALID.replace("127.0.0.1:1885", "127.0.0.1:1883"), "127.0.0.1:1883"),
-            (VALID.replacen("protocol = \"tcp\"", "protocol = \"quic\"", 1), "quic"),
-            (VALID.replacen("protocol = \"tcp\"", "protocol = \"tls\"", 1), "not supported"),
-            (VALID.replace("id = \"global\"", "id = \"global\"\nfallback = \"random\""), "random"),
-            (VALID.replacen("id = \"mqtt-cn-hz01\"", "id = \"bad id\"", 1), "bad id"),
+            (
+                VALID.replacen("edition = \"platinum\"", "edition = \"gold\"", 1),
+                "gold",
+            ),
+            (
+                VALID.replacen("account = \"1000000000000001\"", "account = \"42\"", 1),
+                "\"42\"",
+            ),
+            (
+                VALID.replace("\"mqtt-cn-sh01\"]", "\"mqtt-cn-bj01\"]"),
+                "mqtt-cn-bj01",
+            ),
+            (
+                VALID.replace("127.0.0.1:1885", "127.0.0.1:1883"),
+                "127.0.0.1:1883",
+            ),
+            (
+                VALID.replacen("protocol = \"tcp\"", "protocol = \"quic\"", 1),
+                "quic",
+            ),
+            (
+                VALID.replacen("protocol = \"tcp\"", "protocol = \"tls\"", 1),
+                "not supported",
+            ),
+            (
+                VALID.replace("id = \"global\"", "id = \"global\"\nfallback = \"random\""),
+                "random",
+            ),
+            (
+                VALID.replacen("id = \"mqtt-cn-hz01\"", "id = \"bad id\"", 1),
+                "bad id",
+            ),
         ];
         for (text, expected) in cases {
             let message = error_of(&text);
-            assert!(message.contains(expected), "expected {expected:?} in: {message}");
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in: {message}"
+            );
         }
     }
 

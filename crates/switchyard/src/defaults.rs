@@ -150,5 +150,6 @@ fn tcp_listener(port: u16) -> ListenerConfig {
         certificate: None,
         private_key: None,
         client_ca: None,
+        backlog: 1024,
     }
 }

@@ -16,7 +16,7 @@ use switchyard_dr::{
     DrController, Edition, FallbackPolicy, GroupSettings, InstanceInfo, Member, Registry,
 };
 use switchyard_store::{SqliteSettings, SqliteStore, Store};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -211,9 +211,21 @@ impl Deployment {
 }
 
 async fn bind(listener: &ListenerConfig, owner: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(listener.listen)
-        .await
+    bind_tcp(listener.listen, listener.backlog)
         .with_context(|| format!("failed to bind {owner} listener on {}", listener.listen))
+}
+
+/// Binds a TCP listener with the configured accept backlog. `TcpListener::bind` uses 128, like
+/// the standard library (mio 1.x), which a reconnection burst after a DR switch overflows.
+fn bind_tcp(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 fn endpoint(
