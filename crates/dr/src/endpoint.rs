@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_broker::{Origin, ReadConnectError, read_connect, write_connack_refusal};
-use switchyard_codec::{ProtocolVersion, ReasonCode};
+use switchyard_codec::ReasonCode;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
@@ -104,15 +104,8 @@ async fn reject_unreadable_connect(
     err: ReadConnectError,
 ) {
     debug!(group = %group.id(), %peer, error = %err, "Rejected connection before routing");
-    if let ReadConnectError::Decode(decode) = &err
-        && let Some(version) = decode.connect_version
-    {
-        let reason = decode.reason_code();
-        let answer =
-            version == ProtocolVersion::V5 || reason == ReasonCode::UNSUPPORTED_PROTOCOL_VERSION;
-        if answer {
-            let _ = write_connack_refusal(stream, version, reason).await;
-        }
+    if let Some((version, reason)) = err.refusal() {
+        let _ = write_connack_refusal(stream, version, reason).await;
     }
 }
 
