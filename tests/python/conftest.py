@@ -38,9 +38,28 @@ class Keys:
         self.other = random_key("LTAIothr")
 
 
-def render_config(data_dir, keys, throttle_rate=1000, throttle_burst=1000, busy_timeout_ms=5000):
+def render_config(
+    data_dir,
+    keys,
+    throttle_rate=1000,
+    throttle_burst=1000,
+    busy_timeout_ms=5000,
+    instance_listeners=None,
+    global_listeners=(),
+):
+    """Render the test deployment's TOML.
+
+    Every instance and the global endpoint get a TCP listener on a free port. instance_listeners
+    maps an instance id to further listeners and global_listeners adds listeners to the group,
+    each an inline TOML table such as '{ protocol = "ws", listen = "127.0.0.1:0" }'.
+    """
+    instance_listeners = instance_listeners or {}
+
     def key(pair):
         return f'{{ id = "{pair[0]}", secret = "{pair[1]}" }}'
+
+    def listeners(extra):
+        return ", ".join(['{ protocol = "tcp", listen = "127.0.0.1:0" }', *extra])
 
     def instance(instance_id, region, edition="platinum", dr=True, account=ACCOUNT):
         return f"""
@@ -52,7 +71,7 @@ edition = "{edition}"
 disaster_recovery = {"true" if dr else "false"}
 group_ids = ["{GROUP_ID}"]
 parent_topics = ["sensors"]
-listeners = [{{ protocol = "tcp", listen = "127.0.0.1:0" }}]
+listeners = [{listeners(instance_listeners.get(instance_id, ()))}]
 """
 
     return f"""
@@ -99,7 +118,7 @@ access_keys = [{key(keys.other)}]
 [[disaster_recovery_groups]]
 id = "global"
 instances = ["mqtt-cn-hz01", "mqtt-cn-sh01"]
-listeners = [{{ protocol = "tcp", listen = "127.0.0.1:0" }}]
+listeners = [{listeners(global_listeners)}]
 disconnect_rate_per_second = 200
 """
 
@@ -116,6 +135,7 @@ class Server:
         self.config_path.write_text(render_config(self.data_dir, self.keys, **options))
         self.process = None
         self.endpoints = {}
+        self.listeners = {}
 
     def start(self, timeout=60):
         log = open(self.directory / "server.log", "ab")
@@ -129,6 +149,7 @@ class Server:
         threading.Thread(target=self._pump, args=(lines,), daemon=True).start()
         deadline = time.monotonic() + timeout
         self.endpoints = {}
+        self.listeners = {}
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -143,7 +164,11 @@ class Server:
             if line.startswith("endpoint "):
                 fields = dict(part.split("=", 1) for part in line.split()[1:])
                 host, port = fields["addr"].rsplit(":", 1)
-                self.endpoints[(fields["kind"], fields["owner"])] = (host, int(port))
+                address = (host, int(port))
+                # The first listener of an owner is its TCP one; instance() and
+                # global_endpoint() return it.
+                self.endpoints.setdefault((fields["kind"], fields["owner"]), address)
+                self.listeners[(fields["kind"], fields["owner"], fields["protocol"])] = address
             if line.strip() == "ready":
                 return self
 
@@ -161,6 +186,10 @@ class Server:
 
     def global_endpoint(self, group="global"):
         return self.endpoints[("global", group)]
+
+    def listener(self, kind, owner, protocol):
+        """Return the address of the `protocol` listener of an instance or group."""
+        return self.listeners[(kind, owner, protocol)]
 
     def stop(self, timeout=20):
         if self.process and self.process.poll() is None:
@@ -193,7 +222,16 @@ def signature_password(secret, client_id):
 class Device:
     """A paho-mqtt device with Signature-mode credentials that reconnects by itself."""
 
-    def __init__(self, server, client_id, instance_id, protocol=mqtt.MQTTv5, key=None):
+    def __init__(
+        self,
+        server,
+        client_id,
+        instance_id,
+        protocol=mqtt.MQTTv5,
+        key=None,
+        transport="tcp",
+        ca_certs=None,
+    ):
         self.client_id = client_id
         self.key = key or server.keys.root
         self.messages = queue.Queue()
@@ -202,8 +240,13 @@ class Device:
         self.subscriptions = []
         self.protocol = protocol
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=protocol,
+            transport=transport,
         )
+        if ca_certs is not None:
+            self.client.tls_set(ca_certs=str(ca_certs))
         self.client.username_pw_set(
             f"Signature|{self.key[0]}|{instance_id}", signature_password(self.key[1], client_id)
         )

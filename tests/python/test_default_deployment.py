@@ -8,12 +8,13 @@ import socket
 import stat
 import subprocess
 import threading
+import sys
 import time
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from conftest import BINARY, signature_password
+from conftest import BINARY, REPO, signature_password
 from sdk import call_tea
 
 DEFAULT_PORTS = (1883, 1884, 1885, 18080)
@@ -109,3 +110,52 @@ def test_default_deployment(tmp_path):
     process, printed_again = start_default(data_dir)
     stop(process)
     assert key_id in printed_again
+
+
+@pytest.mark.skipif(not ports_free(), reason="a default port (1883, 1884, 1885, 18080) is in use")
+def test_readme_scenario(tmp_path):
+    """The README's walk-through: the example device moves on downgrade and stays on recovery."""
+    data_dir = tmp_path / "data"
+    process, _ = start_default(data_dir)
+    examples = REPO / "examples"
+    watcher = subprocess.Popen(
+        [sys.executable, "-u", str(examples / "watch_device.py"), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output = queue.Queue()
+    threading.Thread(target=lambda: [output.put(line.strip()) for line in watcher.stdout], daemon=True).start()
+
+    def wait_for_line(expected, timeout=20):
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            try:
+                line = output.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            seen.append(line)
+            if line == expected:
+                return seen
+        raise AssertionError(f"watcher never printed {expected!r}; it printed {seen}")
+
+    def dr(action):
+        result = subprocess.run(
+            [sys.executable, str(examples / "dr.py"), action, "mqtt-cn-hz01", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        assert "'Success': True" in result.stdout, result.stdout
+
+    try:
+        wait_for_line("GID_demo@@@device-1 is on mqtt-cn-hz01")
+        dr("downgrade")
+        seen = wait_for_line("GID_demo@@@device-1 is on mqtt-cn-sh01")
+        assert "disconnected: Use another server" in seen, seen
+        dr("recover")
+        time.sleep(3)
+        wait_for_line("GID_demo@@@device-1 is on mqtt-cn-sh01")
+    finally:
+        watcher.send_signal(signal.SIGINT)
+        watcher.wait(timeout=10)
+        stop(process)
+

@@ -1,10 +1,13 @@
-//! The region listener of an instance: the accept loop and the CONNECT read of each connection.
+//! The region listener of an instance: the accept loop, and for each connection the transport
+//! handshake (TLS, WebSocket) and the CONNECT read.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use switchyard_transport::{AcceptedStream, TransportAcceptor};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
@@ -19,16 +22,31 @@ const FIRST_ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
 impl Instance {
-    /// Accepts connections on `listener` until `shutdown` fires or the instance shuts down.
+    /// Accepts plain TCP connections on `listener` until `shutdown` fires or the instance
+    /// shuts down; [`serve_with`](Self::serve_with) with [`TransportAcceptor::tcp`].
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+        let acceptor = Arc::new(TransportAcceptor::tcp());
+        self.serve_with(listener, acceptor, shutdown).await;
+    }
+
+    /// Accepts connections on `listener` with the transport of `acceptor` until `shutdown`
+    /// fires or the instance shuts down.
     ///
-    /// The loop only accepts and spawns: each connection's CONNECT is read on its own task,
-    /// under [`InstanceSettings::connect_timeout`](crate::InstanceSettings::connect_timeout)
-    /// and [`InstanceSettings::max_packet_size`](crate::InstanceSettings::max_packet_size).
+    /// The loop only accepts and spawns. Each connection's transport handshake runs on its own
+    /// task under the acceptor's handshake timeout, and then its CONNECT is read under
+    /// [`InstanceSettings::connect_timeout`](crate::InstanceSettings::connect_timeout) and
+    /// [`InstanceSettings::max_packet_size`](crate::InstanceSettings::max_packet_size).
     /// Accept errors about a single connection are skipped. Others, such as running out of
     /// file descriptors, pause the loop with a growing backoff instead of spinning.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    pub async fn serve_with(
+        self: Arc<Self>,
+        listener: TcpListener,
+        acceptor: Arc<TransportAcceptor>,
+        shutdown: CancellationToken,
+    ) {
         let addr = listener.local_addr().ok();
-        info!(instance = %self.id(), ?addr, "Region listener started");
+        let transport = acceptor.transport();
+        info!(instance = %self.id(), ?addr, %transport, "Region listener started");
         let mut backoff = FIRST_ACCEPT_BACKOFF;
 
         loop {
@@ -41,7 +59,9 @@ impl Instance {
                 Ok((stream, peer)) => {
                     backoff = FIRST_ACCEPT_BACKOFF;
                     let instance = Arc::clone(&self);
-                    self.tasks().spawn(handshake(instance, stream, peer));
+                    let acceptor = Arc::clone(&acceptor);
+                    self.tasks()
+                        .spawn(handshake(instance, acceptor, stream, peer));
                 }
                 Err(err) if is_connection_error(&err) => {
                     debug!(error = %err, "Connection failed before it was accepted");
@@ -57,10 +77,46 @@ impl Instance {
     }
 }
 
+/// Runs the transport handshake of a region connection, then reads its CONNECT.
+async fn handshake(
+    instance: Arc<Instance>,
+    acceptor: Arc<TransportAcceptor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let accepted = tokio::select! {
+        () = instance.stopping().cancelled() => return,
+        accepted = acceptor.accept(stream, peer) => accepted,
+    };
+    let accepted = match accepted {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            debug!(instance = %instance.id(), %peer, error = %err, "Transport handshake failed");
+            return;
+        }
+    };
+    if let Some(certificate) = &accepted.info.client_certificate {
+        debug!(
+            instance = %instance.id(),
+            %peer,
+            subject = %certificate.subject,
+            fingerprint = %certificate.sha256_fingerprint,
+            "Client presented a certificate"
+        );
+    }
+    // Plain TCP keeps its concrete type, so its reads and writes stay direct calls.
+    match accepted.stream {
+        AcceptedStream::Tcp(stream) => read_connect_and_accept(instance, stream, peer).await,
+        AcceptedStream::Boxed(stream) => read_connect_and_accept(instance, stream, peer).await,
+    }
+}
+
 /// Reads the CONNECT of a region connection and hands the connection to the instance, or
 /// rejects an unreadable CONNECT and closes.
-async fn handshake(instance: Arc<Instance>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+async fn read_connect_and_accept<S>(instance: Arc<Instance>, mut stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = instance.settings();
     let read = read_connect(
         &mut stream,

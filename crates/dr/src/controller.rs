@@ -246,8 +246,11 @@ impl DrController {
             Err(join_error) => format!("store task failed: {join_error}"),
         };
         error!(error = %failure, "Failed to store a DR change; nothing was changed");
+        // The caller gets the outcome; the file path and SQLite detail stay in the server log.
         Err(ServiceError::Internal {
-            message: format!("The DR state could not be stored, so nothing changed: {failure}"),
+            message: "The DR state could not be stored, so nothing changed. Try again later; the \
+                      server log has the cause."
+                .to_owned(),
         })
     }
 }

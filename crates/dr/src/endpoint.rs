@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use switchyard_broker::{Origin, ReadConnectError, read_connect, write_connack_refusal};
 use switchyard_codec::ReasonCode;
+use switchyard_transport::{AcceptedStream, TransportAcceptor};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
@@ -14,10 +16,32 @@ use tracing::{debug, error, info};
 use crate::members::Group;
 use crate::routing::{Route, choose_member, named_instance};
 
-/// Accepts devices on one listener of a group's global endpoint until `shutdown` fires.
+/// Accepts devices over plain TCP on one listener of a group's global endpoint until
+/// `shutdown` fires; [`serve_with`] with [`TransportAcceptor::tcp`].
 pub async fn serve(group: Arc<Group>, listener: TcpListener, shutdown: CancellationToken) {
+    serve_with(
+        group,
+        listener,
+        Arc::new(TransportAcceptor::tcp()),
+        shutdown,
+    )
+    .await;
+}
+
+/// Accepts devices on one listener of a group's global endpoint, with the transport of
+/// `acceptor`, until `shutdown` fires.
+///
+/// Each connection's TLS or WebSocket handshake runs on the connection's own task, under the
+/// acceptor's handshake timeout, before its CONNECT is read and routed.
+pub async fn serve_with(
+    group: Arc<Group>,
+    listener: TcpListener,
+    acceptor: Arc<TransportAcceptor>,
+    shutdown: CancellationToken,
+) {
     let local = listener.local_addr().ok();
-    info!(group = %group.id(), addr = ?local, "Global endpoint listening");
+    let transport = acceptor.transport();
+    info!(group = %group.id(), addr = ?local, %transport, "Global endpoint listening");
     let mut backoff = Duration::from_millis(10);
 
     loop {
@@ -28,7 +52,8 @@ pub async fn serve(group: Arc<Group>, listener: TcpListener, shutdown: Cancellat
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(10);
-                tokio::spawn(route_connection(group.clone(), stream, peer));
+                let acceptor = Arc::clone(&acceptor);
+                tokio::spawn(accept_connection(group.clone(), acceptor, stream, peer));
             }
             Err(err) if is_connection_error(&err) => {
                 debug!(error = %err, "Connection failed before it was accepted");
@@ -44,9 +69,32 @@ pub async fn serve(group: Arc<Group>, listener: TcpListener, shutdown: Cancellat
     info!(group = %group.id(), addr = ?local, "Global endpoint stopped");
 }
 
+/// Runs the transport handshake of one device, then routes it.
+async fn accept_connection(
+    group: Arc<Group>,
+    acceptor: Arc<TransportAcceptor>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) {
+    let accepted = match acceptor.accept(stream, peer).await {
+        Ok(accepted) => accepted,
+        Err(err) => {
+            debug!(group = %group.id(), %peer, error = %err, "Transport handshake failed");
+            return;
+        }
+    };
+    // Plain TCP keeps its concrete type, so its reads and writes stay direct calls.
+    match accepted.stream {
+        AcceptedStream::Tcp(stream) => route_connection(group, stream, peer).await,
+        AcceptedStream::Boxed(stream) => route_connection(group, stream, peer).await,
+    }
+}
+
 /// Reads the CONNECT of one device and hands the connection to the chosen member.
-async fn route_connection(group: Arc<Group>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
+async fn route_connection<S>(group: Arc<Group>, mut stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let settings = &group.settings;
     let read = read_connect(
         &mut stream,
@@ -97,8 +145,8 @@ async fn route_connection(group: Arc<Group>, mut stream: TcpStream, peer: Socket
 
 /// Answers a CONNECT that could not be read: with a CONNACK where the protocol version is known
 /// and the error has a reason to send, otherwise by closing.
-async fn reject_unreadable_connect(
-    stream: &mut TcpStream,
+async fn reject_unreadable_connect<S: AsyncWrite + Unpin>(
+    stream: &mut S,
     peer: SocketAddr,
     group: &Group,
     err: ReadConnectError,

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use switchyard_auth::{CLIENT_ID_SEPARATOR, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN, parse_client_id};
 use switchyard_dr::Edition;
+use switchyard_transport::Transport;
 
 /// A whole deployment, as read from `switchyard serve --config FILE`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -41,6 +43,24 @@ pub struct ApiConfig {
     /// Requests an AccessKey may send in one burst above the rate.
     #[serde(default = "default_throttle_burst")]
     pub throttle_burst: u32,
+    /// Connections served at once. Further clients wait in the listen backlog until one closes.
+    #[serde(default = "default_api_max_connections")]
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head, in milliseconds.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time from a complete request head to the response, body included, in milliseconds.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time a kept-alive connection may wait for its next request, in milliseconds.
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Signature nonces remembered at once, over all AccessKeys, for replay protection.
+    #[serde(default = "default_nonce_cache_capacity")]
+    pub nonce_cache_capacity: usize,
 }
 
 fn default_throttle_rate() -> u32 {
@@ -49,6 +69,33 @@ fn default_throttle_rate() -> u32 {
 
 fn default_throttle_burst() -> u32 {
     200
+}
+
+// The API defaults below equal those of `switchyard_api::ApiSettings`, which the test
+// `api_defaults_match_api_settings` checks.
+
+fn default_api_max_connections() -> usize {
+    1024
+}
+
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_request_timeout_ms() -> u64 {
+    30_000
+}
+
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+
+fn default_max_body_bytes() -> usize {
+    1024 * 1024
+}
+
+fn default_nonce_cache_capacity() -> usize {
+    200_000
 }
 
 /// The embedded SQLite store.
@@ -288,6 +335,17 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |message: String| Err(ConfigError::Invalid(message));
 
+        if self.store.busy_timeout_ms == 0 {
+            return invalid("store.busy_timeout_ms must be at least 1".to_owned());
+        }
+        if self.data_dir.exists() && !self.data_dir.is_dir() {
+            return invalid(format!(
+                "data_dir {} is not a directory; point it at a directory or a path that does not \
+                 exist yet",
+                self.data_dir.display()
+            ));
+        }
+
         let mut account_ids = HashSet::new();
         let mut key_ids = HashSet::new();
         for account in &self.accounts {
@@ -329,6 +387,38 @@ impl Config {
             if let Err(message) = instance.edition.parse::<Edition>() {
                 return invalid(format!("instance {:?}: {message}", instance.id));
             }
+            if !is_valid_region(&instance.region) {
+                return invalid(format!(
+                    "instance {:?}: region {:?} is invalid; use a region id such as \"cn-hangzhou\"",
+                    instance.id, instance.region
+                ));
+            }
+            for group_id in &instance.group_ids {
+                if !is_valid_group_id(group_id) {
+                    return invalid(format!(
+                        "instance {:?}: Group ID {group_id:?} is invalid; a Group ID starts with \
+                         GID_ or GID-, has {MIN_GROUP_ID_LEN} to {MAX_GROUP_ID_LEN} characters \
+                         and uses only letters, digits, '-' and '_'",
+                        instance.id
+                    ));
+                }
+            }
+            for parent in &instance.parent_topics {
+                if !is_valid_parent_topic(parent) {
+                    return invalid(format!(
+                        "instance {:?}: parent topic {parent:?} is invalid; a parent topic is one \
+                         topic level of 1 to 64 letters, digits, '-' or '_', without '/' or \
+                         wildcards",
+                        instance.id
+                    ));
+                }
+            }
+            if instance.max_queued_messages == 0 {
+                return invalid(format!(
+                    "instance {:?}: max_queued_messages must be at least 1",
+                    instance.id
+                ));
+            }
             if instance.max_packet_size < 64 {
                 return invalid(format!(
                     "instance {:?}: max_packet_size {} is too small; use at least 64 bytes",
@@ -346,10 +436,31 @@ impl Config {
                 self.api.listen
             ));
         }
+        let api_limits = [
+            ("max_connections", self.api.max_connections == 0),
+            (
+                "header_read_timeout_ms",
+                self.api.header_read_timeout_ms == 0,
+            ),
+            ("request_timeout_ms", self.api.request_timeout_ms == 0),
+            ("idle_timeout_ms", self.api.idle_timeout_ms == 0),
+            ("max_body_bytes", self.api.max_body_bytes == 0),
+            ("nonce_cache_capacity", self.api.nonce_cache_capacity == 0),
+        ];
+        if let Some((key, _)) = api_limits.iter().find(|(_, is_zero)| *is_zero) {
+            return invalid(format!("api.{key} is 0; it must be at least 1"));
+        }
 
         let mut group_ids = HashSet::new();
         let mut grouped: HashMap<&str, &str> = HashMap::new();
         for group in &self.disaster_recovery_groups {
+            if !is_valid_instance_id(&group.id) {
+                return invalid(format!(
+                    "disaster-recovery group id {:?} is invalid: use 1 to 64 letters, digits, '-' \
+                     or '_'",
+                    group.id
+                ));
+            }
             if !group_ids.insert(group.id.as_str()) {
                 return invalid(format!(
                     "disaster-recovery group {:?} is declared twice",
@@ -364,7 +475,14 @@ impl Config {
                 ));
             }
             let mut account = None;
+            let mut seen = HashSet::new();
             for member in &group.instances {
+                if !seen.insert(member.as_str()) {
+                    return invalid(format!(
+                        "disaster-recovery group {:?} lists instance {member:?} twice",
+                        group.id
+                    ));
+                }
                 let Some(instance) = instances.get(member.as_str()) else {
                     return invalid(format!(
                         "disaster-recovery group {:?} names instance {member:?}, which is not \
@@ -405,6 +523,13 @@ impl Config {
                     group.id, group.fallback
                 ));
             }
+            if group.connect_timeout_ms < 100 {
+                return invalid(format!(
+                    "disaster-recovery group {:?}: connect_timeout_ms {} is too short for a \
+                     device to send its CONNECT; use at least 100",
+                    group.id, group.connect_timeout_ms
+                ));
+            }
             if group.disconnect_rate_per_second == 0 {
                 return invalid(format!(
                     "disaster-recovery group {:?}: disconnect_rate_per_second must be at least 1",
@@ -427,27 +552,59 @@ impl Config {
     }
 }
 
-/// Checks one listener. Only `tcp` is served so far; `tls`, `ws` and `wss` are named in the
-/// contract and fail with a clear message until their transports exist.
+/// Checks one listener: its protocol, and that it has exactly the keys its protocol takes.
+/// Whether the certificate files exist and parse is checked when they are loaded at start.
 fn check_listener(
     owner: &str,
     listener: &ListenerConfig,
     addresses: &mut HashSet<SocketAddr>,
 ) -> Result<(), ConfigError> {
-    match listener.protocol.as_str() {
-        "tcp" => {}
-        "tls" | "ws" | "wss" => {
-            return Err(ConfigError::Invalid(format!(
-                "{owner}: listener protocol {:?} on {} is not supported by this version of \
-                 Switchyard yet; use protocol = \"tcp\"",
-                listener.protocol, listener.listen
-            )));
+    let invalid = |message: String| Err(ConfigError::Invalid(format!("{owner}: {message}")));
+    let transport = match listener.protocol.parse::<Transport>() {
+        Ok(transport) => transport,
+        Err(message) => return invalid(message),
+    };
+    let listen = listener.listen;
+    if transport.uses_tls() {
+        if listener.certificate.is_none() {
+            return invalid(format!(
+                "{transport} listener {listen} has no certificate; set certificate = \"FILE\" \
+                 to a PEM certificate chain"
+            ));
         }
-        other => {
-            return Err(ConfigError::Invalid(format!(
-                "{owner}: listener protocol {other:?} is invalid; use tcp, tls, ws or wss"
-            )));
+        if listener.private_key.is_none() {
+            return invalid(format!(
+                "{transport} listener {listen} has no private_key; set private_key = \"FILE\" \
+                 to the PEM private key of its certificate"
+            ));
         }
+    } else {
+        let tls_keys = [
+            ("certificate", listener.certificate.is_some()),
+            ("private_key", listener.private_key.is_some()),
+            ("client_ca", listener.client_ca.is_some()),
+        ];
+        if let Some((key, _)) = tls_keys.iter().find(|(_, set)| *set) {
+            return invalid(format!(
+                "{transport} listener {listen} sets {key}, which only tls and wss listeners \
+                 take; remove it or change the protocol"
+            ));
+        }
+    }
+    match &listener.path {
+        Some(_) if !transport.uses_websocket() => {
+            return invalid(format!(
+                "{transport} listener {listen} sets path, which only ws and wss listeners take; \
+                 remove it or change the protocol"
+            ));
+        }
+        Some(path) if !is_valid_websocket_path(path) => {
+            return invalid(format!(
+                "{transport} listener {listen} has path {path:?}, which is invalid; use an \
+                 absolute URL path such as \"/mqtt\", without spaces, query or fragment"
+            ));
+        }
+        _ => {}
     }
     if listener.backlog == 0 {
         return Err(ConfigError::Invalid(format!(
@@ -462,6 +619,38 @@ fn check_listener(
         )));
     }
     Ok(())
+}
+
+/// Checks a WebSocket path: it starts with `/` and has no query, fragment, space or control
+/// character, since the request path is compared without its query string.
+fn is_valid_websocket_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '?' && c != '#')
+}
+
+/// Checks a Group ID as ApsaraMQ defines it: `GID_` or `GID-`, then letters, digits, `-` or `_`.
+fn is_valid_group_id(group_id: &str) -> bool {
+    let client_id = format!("{group_id}{CLIENT_ID_SEPARATOR}device");
+    (MIN_GROUP_ID_LEN..=MAX_GROUP_ID_LEN).contains(&group_id.len())
+        && parse_client_id(&client_id).is_ok_and(|parsed| parsed.group_id == group_id)
+}
+
+/// Checks a parent topic: one topic level of ApsaraMQ topic characters.
+fn is_valid_parent_topic(topic: &str) -> bool {
+    (1..=64).contains(&topic.len())
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// Checks a region id such as `cn-hangzhou`.
+fn is_valid_region(region: &str) -> bool {
+    (1..=64).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 /// Checks an instance id: 1 to 64 ASCII letters, digits, `-` or `_`, as the management API
@@ -544,6 +733,52 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
     }
 
     #[test]
+    fn api_defaults_match_api_settings() {
+        let api = load(VALID).expect("valid configuration").api;
+        let settings = switchyard_api::ApiSettings::default();
+        assert_eq!(
+            api.throttle_rate_per_second,
+            settings.throttle_rate_per_second
+        );
+        assert_eq!(api.throttle_burst, settings.throttle_burst);
+        assert_eq!(api.max_connections, settings.max_connections);
+        assert_eq!(
+            u128::from(api.header_read_timeout_ms),
+            settings.header_read_timeout.as_millis()
+        );
+        assert_eq!(
+            u128::from(api.request_timeout_ms),
+            settings.request_timeout.as_millis()
+        );
+        assert_eq!(
+            u128::from(api.idle_timeout_ms),
+            settings.idle_timeout.as_millis()
+        );
+        assert_eq!(api.max_body_bytes, settings.max_body_bytes);
+        assert_eq!(api.nonce_cache_capacity, settings.nonce_cache_capacity);
+    }
+
+    #[test]
+    fn zero_api_limits_are_named() {
+        let keys = [
+            "max_connections",
+            "header_read_timeout_ms",
+            "request_timeout_ms",
+            "idle_timeout_ms",
+            "max_body_bytes",
+            "nonce_cache_capacity",
+        ];
+        for key in keys {
+            let text = VALID.replace(
+                "listen = \"127.0.0.1:18080\"",
+                &format!("listen = \"127.0.0.1:18080\"\n{key} = 0"),
+            );
+            let message = error_of(&text);
+            assert!(message.contains(&format!("api.{key}")), "{message}");
+        }
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let text = VALID.replace(
             "region = \"cn-hangzhou\"",
@@ -578,7 +813,7 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
             ),
             (
                 VALID.replacen("protocol = \"tcp\"", "protocol = \"tls\"", 1),
-                "not supported",
+                "has no certificate",
             ),
             (
                 VALID.replace("id = \"global\"", "id = \"global\"\nfallback = \"random\""),
@@ -596,6 +831,100 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
                 "expected {expected:?} in: {message}"
             );
         }
+    }
+
+    /// Replaces the first instance's listener list with `listeners`.
+    fn with_listeners(listeners: &str) -> String {
+        VALID.replacen(
+            "listeners = [{ protocol = \"tcp\", listen = \"127.0.0.1:1883\" }]",
+            &format!("listeners = [{listeners}]"),
+            1,
+        )
+    }
+
+    #[test]
+    fn every_transport_loads() {
+        let text = with_listeners(
+            r#"
+  { protocol = "tcp", listen = "127.0.0.1:1883" },
+  { protocol = "tls", listen = "127.0.0.1:8883", certificate = "server.pem", private_key = "server.key" },
+  { protocol = "tls", listen = "127.0.0.1:8884", certificate = "server.pem", private_key = "server.key", client_ca = "ca.pem" },
+  { protocol = "ws", listen = "127.0.0.1:8083" },
+  { protocol = "wss", listen = "127.0.0.1:8084", path = "/devices", certificate = "server.pem", private_key = "server.key" },
+"#,
+        );
+        let config = load(&text).expect("valid configuration");
+        let listeners = &config.instances[0].listeners;
+        assert_eq!(listeners.len(), 5);
+        let tls = &listeners[2];
+        let certificate = tls.certificate.as_ref().expect("certificate");
+        assert!(certificate.is_absolute(), "{}", certificate.display());
+        assert!(certificate.ends_with("server.pem"));
+        let client_ca = tls.client_ca.as_ref().expect("client_ca");
+        assert!(client_ca.is_absolute(), "{}", client_ca.display());
+        assert_eq!(listeners[3].path, None);
+        assert_eq!(listeners[4].path.as_deref(), Some("/devices"));
+    }
+
+    #[test]
+    fn listener_keys_must_fit_protocol() {
+        let cases = [
+            (
+                r#"{ protocol = "tls", listen = "127.0.0.1:8883", certificate = "server.pem" }"#,
+                "has no private_key",
+            ),
+            (
+                r#"{ protocol = "wss", listen = "127.0.0.1:8883", private_key = "server.key" }"#,
+                "has no certificate",
+            ),
+            (
+                r#"{ protocol = "tcp", listen = "127.0.0.1:1883", certificate = "server.pem" }"#,
+                "sets certificate",
+            ),
+            (
+                r#"{ protocol = "ws", listen = "127.0.0.1:1883", client_ca = "ca.pem" }"#,
+                "sets client_ca",
+            ),
+            (
+                r#"{ protocol = "tcp", listen = "127.0.0.1:1883", path = "/mqtt" }"#,
+                "sets path",
+            ),
+            (
+                r#"{ protocol = "tls", listen = "127.0.0.1:1883", path = "/mqtt", certificate = "a", private_key = "b" }"#,
+                "sets path",
+            ),
+            (
+                r#"{ protocol = "ws", listen = "127.0.0.1:1883", path = "mqtt" }"#,
+                "\"mqtt\"",
+            ),
+            (
+                r#"{ protocol = "ws", listen = "127.0.0.1:1883", path = "/mqtt?x=1" }"#,
+                "query",
+            ),
+            (
+                r#"{ protocol = "ws", listen = "127.0.0.1:1883", path = "/my path" }"#,
+                "spaces",
+            ),
+        ];
+        for (listener, expected) in cases {
+            let message = error_of(&with_listeners(listener));
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in: {message}"
+            );
+            assert!(message.contains("mqtt-cn-hz01"), "{message}");
+        }
+    }
+
+    #[test]
+    fn group_listener_keys_are_checked() {
+        let text = VALID.replace(
+            "listeners = [{ protocol = \"tcp\", listen = \"127.0.0.1:1884\" }]",
+            "listeners = [{ protocol = \"wss\", listen = \"127.0.0.1:1884\" }]",
+        );
+        let message = error_of(&text);
+        assert!(message.contains("group \"global\""), "{message}");
+        assert!(message.contains("has no certificate"), "{message}");
     }
 
     #[test]

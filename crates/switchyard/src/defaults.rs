@@ -116,6 +116,12 @@ pub fn default_config(data_dir: PathBuf, key: &DefaultAccessKey) -> Config {
             listen: ([127, 0, 0, 1], 18080).into(),
             throttle_rate_per_second: 100,
             throttle_burst: 200,
+            max_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            request_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            max_body_bytes: 1024 * 1024,
+            nonce_cache_capacity: 200_000,
         },
         store: StoreConfig::default(),
         accounts: vec![AccountConfig {

@@ -6,6 +6,7 @@ mod config;
 mod defaults;
 mod serve;
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -58,8 +59,8 @@ enum Command {
             conflicts_with = "config"
         )]
         data_dir: PathBuf,
-        /// Print at most this many records.
-        #[arg(long, default_value_t = 1000)]
+        /// Print the newest N records (all of them when N is at least the total).
+        #[arg(long, value_name = "N", default_value_t = 1000)]
         limit: usize,
     },
     /// Print the MQTT username and password of a Signature-mode login.
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 
     let cli = Cli::parse();
@@ -152,9 +154,26 @@ fn print_summary(config: &Config, deployment: &serve::Deployment, key: Option<&D
         config.data_dir.display()
     );
     for endpoint in &deployment.endpoints {
+        let path = match &endpoint.path {
+            Some(path) => format!(" path={path}"),
+            None => String::new(),
+        };
         println!(
-            "endpoint kind={} owner={} protocol={} addr={}",
+            "endpoint kind={} owner={} protocol={} addr={}{path}",
             endpoint.kind, endpoint.owner, endpoint.protocol, endpoint.addr
+        );
+    }
+    let mut downgraded: Vec<&str> = deployment
+        .registry
+        .members()
+        .filter(|m| m.group.is_some() && !m.has_global_access())
+        .map(|m| m.id())
+        .collect();
+    downgraded.sort_unstable();
+    if !downgraded.is_empty() {
+        println!(
+            "Downgraded members (no global-endpoint access): {}",
+            downgraded.join(", ")
         );
     }
     if let Some(key) = key {
@@ -170,9 +189,14 @@ fn print_summary(config: &Config, deployment: &serve::Deployment, key: Option<&D
             "Devices log in with client id {}@@@<device>, username Signature|<AccessKeyId>|mqtt-cn-hz01",
             defaults::GROUP_ID
         );
+        let program = std::env::args()
+            .next()
+            .unwrap_or_else(|| "switchyard".to_owned());
         println!(
-            "and the password printed by: switchyard password --client-id {}@@@<device>",
-            defaults::GROUP_ID
+            "and the password printed by: {program} password --client-id {}@@@<device> \
+             --instance-id mqtt-cn-hz01 --data-dir {}",
+            defaults::GROUP_ID,
+            config.data_dir.display()
         );
         println!(
             "Topics must be under the parent topic {:?}.",
@@ -212,24 +236,51 @@ fn audit_command(
         }
         None => (data_dir, 5_000),
     };
-    if !data_dir.exists() {
+    let database = data_dir.join(switchyard_store::DATABASE_FILE_NAME);
+    if !database.is_file() {
         anyhow::bail!(
-            "data directory {} does not exist; pass the one `switchyard serve` uses",
-            data_dir.display()
+            "no Switchyard store at {}; pass the data directory `switchyard serve` uses \
+             (--data-dir) or its configuration file (--config)",
+            database.display()
         );
     }
     let settings = SqliteSettings {
         busy_timeout: Duration::from_millis(busy_timeout_ms),
     };
     let store = SqliteStore::open(&data_dir, settings)?;
-    let records = store.audit_records(None, limit)?;
-    if records.is_empty() {
+
+    // Keep the newest `limit` records, read page by page, so the output ends with the latest.
+    const PAGE: usize = 1000;
+    let mut newest = std::collections::VecDeque::with_capacity(limit.min(PAGE));
+    let mut total = 0usize;
+    let mut cursor = None;
+    loop {
+        let page = store.audit_records(cursor, PAGE)?;
+        let Some((last_id, _)) = page.last() else {
+            break;
+        };
+        cursor = Some(*last_id);
+        for entry in page {
+            total += 1;
+            newest.push_back(entry);
+            if newest.len() > limit {
+                newest.pop_front();
+            }
+        }
+    }
+
+    if total == 0 {
         println!(
             "No disaster-recovery changes recorded in {}.",
             data_dir.display()
         );
+    } else if newest.len() < total {
+        println!(
+            "Showing the newest {} of {total} records; pass --limit to see more.",
+            newest.len()
+        );
     }
-    for (id, record) in records {
+    for (id, record) in newest {
         println!("{id} {record}");
     }
     Ok(())
@@ -241,6 +292,16 @@ fn password_command(
     explicit_key: Option<(String, String)>,
     data_dir: &Path,
 ) -> anyhow::Result<()> {
+    if client_id.is_empty() {
+        anyhow::bail!(
+            "--client-id is empty; pass the device's client id, e.g. GID_demo@@@device-1"
+        );
+    }
+    if !config::is_valid_instance_id(instance_id) {
+        anyhow::bail!(
+            "--instance-id {instance_id:?} is invalid; use 1 to 64 letters, digits, '-' or '_'"
+        );
+    }
     let (key_id, secret) = match explicit_key {
         Some(key) => key,
         None => {

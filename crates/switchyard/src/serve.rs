@@ -16,13 +16,17 @@ use switchyard_dr::{
     DrController, Edition, FallbackPolicy, GroupSettings, InstanceInfo, Member, Registry,
 };
 use switchyard_store::{SqliteSettings, SqliteStore, Store};
+use switchyard_transport::rustls::ServerConfig;
+use switchyard_transport::{TlsFiles, Transport, TransportAcceptor, load_server_config};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::authenticator::PolicyAuthenticator;
-use crate::config::{AccountConfig, Config, EffectConfig, GroupConfig, ListenerConfig};
+use crate::config::{
+    AccountConfig, Config, EffectConfig, GroupConfig, InstanceConfig, ListenerConfig,
+};
 
 /// Time connections get to close after a shutdown signal before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -33,11 +37,14 @@ pub struct Endpoint {
     pub owner: String,
     pub protocol: String,
     pub addr: SocketAddr,
+    /// URL path of a `ws` or `wss` listener.
+    pub path: Option<String>,
 }
 
 /// A running deployment.
 pub struct Deployment {
     pub endpoints: Vec<Endpoint>,
+    pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
     instances: Vec<Arc<Instance>>,
     tasks: JoinSet<()>,
@@ -54,6 +61,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         .disaster_recovery_groups
         .iter()
         .flat_map(|g| g.instances.iter().map(move |i| (i.as_str(), g)))
+        .collect();
+    let instance_configs: HashMap<&str, &InstanceConfig> = config
+        .instances
+        .iter()
+        .map(|i| (i.id.as_str(), i))
         .collect();
     let accounts: HashMap<&str, &AccountConfig> =
         config.accounts.iter().map(|a| (a.id.as_str(), a)).collect();
@@ -73,8 +85,24 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         let mut policy = InstanceAuthPolicy::new(instance_config.id.clone());
         policy.accepted_instance_ids = accepted;
         policy.access_keys = access_keys;
-        policy.group_ids = instance_config.group_ids.iter().cloned().collect();
-        policy.parent_topics = instance_config.parent_topics.iter().cloned().collect();
+        // A group shares its metadata: a device the global endpoint moves to another member
+        // keeps working there, so each member accepts the Group IDs and parent topics of all.
+        let metadata_sources: Vec<&InstanceConfig> = match group {
+            Some(group) => group
+                .instances
+                .iter()
+                .filter_map(|id| instance_configs.get(id.as_str()).copied())
+                .collect(),
+            None => vec![instance_config],
+        };
+        policy.group_ids = metadata_sources
+            .iter()
+            .flat_map(|i| i.group_ids.iter().cloned())
+            .collect();
+        policy.parent_topics = metadata_sources
+            .iter()
+            .flat_map(|i| i.parent_topics.iter().cloned())
+            .collect();
         policy.allow_anonymous = instance_config.allow_anonymous;
         policy.require_registered_group_ids = instance_config.require_registered_group_ids;
         policy.require_registered_parent_topics = instance_config.require_registered_parent_topics;
@@ -119,34 +147,60 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
             continue;
         };
         instances.push(member.instance.clone());
+        let owner = format!("instance {}", instance_config.id);
+        let limits = TransportLimits {
+            handshake_timeout: member.instance.settings().connect_timeout,
+            max_packet_size: instance_config.max_packet_size,
+        };
         for listener_config in &instance_config.listeners {
-            let listener =
-                bind(listener_config, &format!("instance {}", instance_config.id)).await?;
+            let acceptor = Arc::new(transport_acceptor(listener_config, &owner, limits)?);
+            let listener = bind(listener_config, &owner).await?;
             endpoints.push(endpoint(
                 "instance",
                 &instance_config.id,
                 listener_config,
                 &listener,
+                &acceptor,
             )?);
-            tasks.spawn(member.instance.clone().serve(listener, shutdown.clone()));
+            let serve = member
+                .instance
+                .clone()
+                .serve_with(listener, acceptor, shutdown.clone());
+            tasks.spawn(serve);
         }
     }
     for group_config in &config.disaster_recovery_groups {
         let Some(group) = registry.group(&group_config.id) else {
             continue;
         };
+        let owner = format!("disaster-recovery group {}", group_config.id);
+        // A device's packets after CONNECT go to the member on the same stream, so the
+        // WebSocket limit has to fit the largest max_packet_size of the members.
+        let max_packet_size = config
+            .instances
+            .iter()
+            .filter(|instance| group_config.instances.contains(&instance.id))
+            .map(|instance| instance.max_packet_size)
+            .max()
+            .unwrap_or(group_config.max_connect_bytes);
+        let limits = TransportLimits {
+            handshake_timeout: Duration::from_millis(group_config.connect_timeout_ms),
+            max_packet_size,
+        };
         for listener_config in &group_config.listeners {
-            let owner = format!("disaster-recovery group {}", group_config.id);
+            let acceptor = Arc::new(transport_acceptor(listener_config, &owner, limits)?);
             let listener = bind(listener_config, &owner).await?;
             endpoints.push(endpoint(
                 "global",
                 &group_config.id,
                 listener_config,
                 &listener,
+                &acceptor,
             )?);
-            tasks.spawn(switchyard_dr::endpoint::serve(
+            tasks.spawn(switchyard_dr::endpoint::serve_with(
                 group.clone(),
                 listener,
+                acceptor,
                 shutdown.clone(),
             ));
         }
@@ -160,11 +214,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         owner: "onsmqtt".to_owned(),
         protocol: "http".to_owned(),
         addr: api_listener.local_addr()?,
+        path: None,
     });
     let api_settings = ApiSettings {
         throttle_rate_per_second: config.api.throttle_rate_per_second,
         throttle_burst: config.api.throttle_burst,
-        ..ApiSettings::default()
+        nonce_cache_capacity: config.api.nonce_cache_capacity,
+        max_body_bytes: config.api.max_body_bytes,
+        max_connections: config.api.max_connections,
+        header_read_timeout: Duration::from_millis(config.api.header_read_timeout_ms),
+        request_timeout: Duration::from_millis(config.api.request_timeout_ms),
+        idle_timeout: Duration::from_millis(config.api.idle_timeout_ms),
     };
     let api_accounts = config.accounts.iter().map(api_account).collect();
     let api = ApiServer::new(
@@ -186,6 +246,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
 
     Ok(Deployment {
         endpoints,
+        registry,
         shutdown,
         instances,
         tasks,
@@ -196,11 +257,12 @@ impl Deployment {
     /// Stops accepting, closes every connection and waits for the tasks, at most the grace time.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        for instance in &self.instances {
-            instance.shutdown().await;
-        }
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while self.tasks.join_next().await.is_some() {}
+        let instances = std::mem::take(&mut self.instances);
+        let tasks = &mut self.tasks;
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async move {
+            let closing = instances.iter().map(|instance| instance.shutdown());
+            futures_join_all(closing).await;
+            while tasks.join_next().await.is_some() {}
         });
         if drained.await.is_err() {
             warn!(grace = ?SHUTDOWN_GRACE, "Shutdown grace period ran out; exiting anyway");
@@ -210,9 +272,90 @@ impl Deployment {
     }
 }
 
+/// Limits of a listener's transport, taken from the instance or group that owns it.
+#[derive(Clone, Copy, Debug)]
+struct TransportLimits {
+    /// Time a client has for the TLS and WebSocket handshakes.
+    handshake_timeout: Duration,
+    /// Largest MQTT packet the owner accepts, in bytes.
+    max_packet_size: u32,
+}
+
+/// Smallest limit on a WebSocket message, in bytes, so that one frame may still carry a few
+/// small packets when `max_packet_size` is tiny.
+const MIN_WEBSOCKET_MESSAGE_SIZE: usize = 64 * 1024;
+
+/// Builds the transport of one listener. For `tls` and `wss` this reads and checks the
+/// certificate files, so a missing or invalid file fails the start with the file's name.
+fn transport_acceptor(
+    listener: &ListenerConfig,
+    owner: &str,
+    limits: TransportLimits,
+) -> anyhow::Result<TransportAcceptor> {
+    let transport: Transport = listener
+        .protocol
+        .parse()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("invalid {owner} listener on {}", listener.listen))?;
+    let path = listener.path.as_deref();
+    let acceptor = match transport {
+        Transport::Tcp => TransportAcceptor::tcp(),
+        Transport::Ws => TransportAcceptor::websocket(path),
+        Transport::Tls => TransportAcceptor::tls(tls_config(listener, owner)?),
+        Transport::Wss => TransportAcceptor::secure_websocket(tls_config(listener, owner)?, path),
+    };
+    let max_message_size = usize::try_from(limits.max_packet_size)
+        .unwrap_or(usize::MAX)
+        .max(MIN_WEBSOCKET_MESSAGE_SIZE);
+    Ok(acceptor
+        .with_handshake_timeout(limits.handshake_timeout)
+        .with_max_websocket_message_size(max_message_size))
+}
+
+fn tls_config(listener: &ListenerConfig, owner: &str) -> anyhow::Result<Arc<ServerConfig>> {
+    let context = || {
+        format!(
+            "failed to set up TLS for {owner} listener on {}",
+            listener.listen
+        )
+    };
+    let (Some(certificate), Some(private_key)) = (&listener.certificate, &listener.private_key)
+    else {
+        anyhow::bail!(
+            "{}: certificate and private_key are both required",
+            context()
+        );
+    };
+    let files = TlsFiles {
+        certificate: certificate.clone(),
+        private_key: private_key.clone(),
+        client_ca: listener.client_ca.clone(),
+    };
+    load_server_config(&files).with_context(context)
+}
+
 async fn bind(listener: &ListenerConfig, owner: &str) -> anyhow::Result<TcpListener> {
-    bind_tcp(listener.listen, listener.backlog)
-        .with_context(|| format!("failed to bind {owner} listener on {}", listener.listen))
+    bind_tcp(listener.listen, listener.backlog).with_context(|| {
+        format!(
+            "failed to bind {owner} listener on {}; if another broker or Switchyard uses the \
+             port, stop it or choose other addresses in a file passed with --config",
+            listener.listen
+        )
+    })
+}
+
+/// Waits for every future, all of them running at once.
+async fn futures_join_all<F: std::future::Future<Output = ()>>(futures: impl Iterator<Item = F>) {
+    let mut pending: Vec<std::pin::Pin<Box<F>>> = futures.map(Box::pin).collect();
+    std::future::poll_fn(move |cx| {
+        pending.retain_mut(|future| future.as_mut().poll(cx).is_pending());
+        if pending.is_empty() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await;
 }
 
 /// Binds a TCP listener with the configured accept backlog. `TcpListener::bind` uses 128, like
@@ -233,12 +376,14 @@ fn endpoint(
     owner: &str,
     config: &ListenerConfig,
     listener: &TcpListener,
+    acceptor: &TransportAcceptor,
 ) -> anyhow::Result<Endpoint> {
     Ok(Endpoint {
         kind,
         owner: owner.to_owned(),
         protocol: config.protocol.clone(),
         addr: listener.local_addr()?,
+        path: acceptor.websocket_path().map(str::to_owned),
     })
 }
 
@@ -295,5 +440,125 @@ fn api_account(account: &AccountConfig) -> Account {
                     .collect(),
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use switchyard_transport::testing::TestPki;
+
+    use super::*;
+
+    const LIMITS: TransportLimits = TransportLimits {
+        handshake_timeout: Duration::from_secs(10),
+        max_packet_size: 1024 * 1024,
+    };
+
+    fn listener(protocol: &str) -> ListenerConfig {
+        ListenerConfig {
+            protocol: protocol.to_owned(),
+            listen: "127.0.0.1:0".parse().expect("address"),
+            path: None,
+            certificate: None,
+            private_key: None,
+            client_ca: None,
+            backlog: 1024,
+        }
+    }
+
+    fn tls_listener(protocol: &str, certificate: PathBuf, private_key: PathBuf) -> ListenerConfig {
+        ListenerConfig {
+            certificate: Some(certificate),
+            private_key: Some(private_key),
+            ..listener(protocol)
+        }
+    }
+
+    fn error_of(listener: &ListenerConfig) -> String {
+        match transport_acceptor(listener, "instance mqtt-test", LIMITS) {
+            Ok(acceptor) => panic!("listener was accepted: {acceptor:?}"),
+            Err(err) => format!("{err:#}"),
+        }
+    }
+
+    #[test]
+    fn acceptor_matches_protocol() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let files = TestPki::generate().write_files(dir.path());
+        let cases = [
+            (listener("tcp"), Transport::Tcp, None),
+            (listener("ws"), Transport::Ws, Some("/mqtt")),
+            (
+                tls_listener(
+                    "tls",
+                    files.server_certificate.clone(),
+                    files.server_key.clone(),
+                ),
+                Transport::Tls,
+                None,
+            ),
+            (
+                ListenerConfig {
+                    path: Some("/devices".to_owned()),
+                    client_ca: Some(files.ca_certificate.clone()),
+                    ..tls_listener(
+                        "wss",
+                        files.server_certificate.clone(),
+                        files.server_key.clone(),
+                    )
+                },
+                Transport::Wss,
+                Some("/devices"),
+            ),
+        ];
+        for (config, transport, path) in cases {
+            let acceptor = transport_acceptor(&config, "instance mqtt-test", LIMITS)
+                .expect("listener is accepted");
+            assert_eq!(acceptor.transport(), transport);
+            assert_eq!(acceptor.websocket_path(), path);
+        }
+    }
+
+    #[test]
+    fn missing_certificate_file_is_named() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let files = TestPki::generate().write_files(dir.path());
+        let absent = dir.path().join("absent.pem");
+        let message = error_of(&tls_listener("tls", absent.clone(), files.server_key));
+        assert!(message.contains(&absent.display().to_string()), "{message}");
+        assert!(
+            message.contains("failed to read certificate file"),
+            "{message}"
+        );
+        assert!(message.contains("instance mqtt-test"), "{message}");
+    }
+
+    #[test]
+    fn bad_pem_is_named() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let files = TestPki::generate().write_files(dir.path());
+        let bad = dir.path().join("bad.key");
+        std::fs::write(
+            &bad,
+            "-----BEGIN PRIVATE KEY-----\n***\n-----END PRIVATE KEY-----\n",
+        )
+        .expect("write file");
+        let message = error_of(&tls_listener("wss", files.server_certificate, bad.clone()));
+        assert!(message.contains(&bad.display().to_string()), "{message}");
+        assert!(message.contains("invalid private key file"), "{message}");
+    }
+
+    #[test]
+    fn tls_without_private_key_is_rejected() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let files = TestPki::generate().write_files(dir.path());
+        let config = ListenerConfig {
+            certificate: Some(files.server_certificate),
+            ..listener("tls")
+        };
+        let message = error_of(&config);
+        assert!(message.contains("private_key"), "{message}");
     }
 }
