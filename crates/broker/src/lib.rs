@@ -10,8 +10,9 @@
 //!
 //! - `settings`: [`InstanceSettings`], the limits and timeouts of an instance.
 //! - `auth`: the [`Authenticator`] trait with [`Identity`] and [`Access`].
-//! - `instance`: [`Instance`]: the session registry, the subscription tree, routing of published
-//!   messages, session expiry timers and shutdown.
+//! - `instance`: [`Instance`]: the session registry, the subscription tree, retained messages
+//!   and shutdown. `instance/sessions.rs` handles the life of sessions with their expiry and
+//!   will timers, and `instance/routing.rs` the routing of published messages.
 //! - `listener`: [`Instance::serve`], the accept loop of a region listener.
 //! - `handshake`: [`read_connect`] and [`write_connack_refusal`], shared with the DR endpoint.
 //! - `negotiate`: the server's decisions on a CONNECT (client id, keep-alive, session expiry,
@@ -20,8 +21,14 @@
 //!   (`connection/inbound.rs`), the batching writer (`connection/writer.rs`), and
 //!   [`ConnectionHandle`] with [`Origin`].
 //! - `session`: the sans-I/O session state machine: packet ids, the outbound window, QoS 1 and
-//!   QoS 2 state in both directions, the message queue and session expiry.
+//!   QoS 2 state in both directions, the message queue (`session/queue.rs`), session expiry and
+//!   the will message (`session/will.rs`).
 //! - `subscriptions`: the subscription tree that matches topic names against filters.
+//! - `shared`: shared subscription groups and the choice of the member for each message.
+//! - `retained`: the retained message store behind the `RetainedStore` trait.
+//! - `will`: will messages and the rules for when they are published.
+//! - `topic_alias`: MQTT 5.0 Topic Aliases in both directions.
+//! - `rate`: the token bucket behind the connection and publish rate limits.
 //! - `message`: messages shared by all their receivers, and one delivery of a message.
 //! - `ids`: the `ClientId` and `ConnectionId` newtypes.
 
@@ -33,9 +40,14 @@ mod instance;
 mod listener;
 mod message;
 mod negotiate;
+mod rate;
+mod retained;
 mod session;
 mod settings;
+mod shared;
 mod subscriptions;
+mod topic_alias;
+mod will;
 
 pub use auth::{Access, Authenticator, Identity};
 pub use connection::{ConnectionHandle, Origin};

@@ -73,6 +73,10 @@ pub(crate) struct Delivery {
     pub(crate) retain: bool,
     /// Identifiers of the matching 5.0 subscriptions that carried one.
     pub(crate) subscription_ids: Vec<u32>,
+    /// The full filter `$share/<group>/<filter>` of the shared subscription that chose this
+    /// session, or `None` for a delivery through the session's own subscriptions. A message of
+    /// a shared subscription can move to another member of the group when this one leaves.
+    pub(crate) share: Option<Arc<str>>,
 }
 
 impl Delivery {
@@ -159,6 +163,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             retain: false,
             subscription_ids: vec![4, 5],
+            share: None,
         };
         let publish = delivery.to_publish(None, false, now + Duration::from_secs(20));
         assert_eq!(publish.qos, QoS::AtMostOnce);

@@ -1,5 +1,6 @@
-//! The server's decisions on a CONNECT: client identifier, keep-alive, session expiry and the
-//! windows of the connection, and the CONNACK properties that announce them to 5.0 clients.
+//! The server's decisions on a CONNECT: client identifier, keep-alive, session expiry, the
+//! windows of the connection and what the client accepts, and the CONNACK properties that
+//! announce them to 5.0 clients.
 //!
 //! Pure functions, so every rule is unit tested without a socket.
 
@@ -26,6 +27,15 @@ pub(crate) struct Negotiated {
     pub(crate) outbound_window: u16,
     /// The client's Maximum Packet Size in bytes (5.0), if it announced one.
     pub(crate) client_max_packet_size: Option<u32>,
+    /// Topic aliases the server may set towards the client: the client's Topic Alias Maximum
+    /// (5.0) capped by the instance setting; 0 uses none.
+    pub(crate) outbound_topic_alias_maximum: u16,
+    /// Whether the client accepts Reason Strings and User Properties on every packet; false
+    /// when a 5.0 client set Request Problem Information to 0.
+    pub(crate) problem_information: bool,
+    /// Response Information for CONNACK, when the client asked for it and the instance has a
+    /// response topic prefix.
+    pub(crate) response_information: Option<String>,
 }
 
 /// Decides how to serve `connect`, or returns the CONNACK reason code that rejects it.
@@ -54,6 +64,9 @@ pub(crate) fn negotiate(
     if assigned_client_id && !v5 && !connect.clean_start {
         return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
     }
+    if connect.client_id.len() > usize::from(settings.max_client_id_length) {
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
     let client_id = if assigned_client_id {
         ClientId::new(&assign_client_id())
     } else {
@@ -65,6 +78,20 @@ pub(crate) fn negotiate(
     let outbound_window = match properties.receive_maximum {
         Some(announced) if v5 => announced,
         _ => settings.max_inflight,
+    };
+
+    let outbound_topic_alias_maximum = if v5 {
+        let announced = properties.topic_alias_maximum.unwrap_or(0);
+        announced.min(settings.max_outbound_topic_aliases)
+    } else {
+        0
+    };
+    // Response Information is sent only on request [MQTT-3.1.2-28 in 5.0].
+    let response_information = match (&settings.response_topic_prefix, v5) {
+        (Some(prefix), true) if properties.request_response_information == Some(1) => {
+            response_topic(prefix, client_id.as_str())
+        }
+        _ => None,
     };
 
     Ok(Negotiated {
@@ -80,15 +107,25 @@ pub(crate) fn negotiate(
         } else {
             None
         },
+        outbound_topic_alias_maximum,
+        problem_information: !v5 || properties.request_problem_information != Some(0),
+        response_information,
     })
+}
+
+/// Builds the response topic base `<prefix>/response/<clientId>`, or `None` when the client id
+/// contains a wildcard character or the result is too long to be a topic name.
+fn response_topic(prefix: &str, client_id: &str) -> Option<String> {
+    let topic = format!("{prefix}/response/{client_id}");
+    switchyard_codec::topic::validate_topic_name(&topic).ok()?;
+    Some(topic)
 }
 
 /// Builds the properties of a successful 5.0 CONNACK.
 ///
-/// Retained messages, shared subscriptions and topic aliases are not implemented, so CONNACK
-/// announces that (Topic Alias Maximum is left out, which means 0) and a client that uses them anyway
-/// commits a protocol error. Wildcard subscriptions and Subscription Identifiers are supported,
-/// which is what their absence from CONNACK means.
+/// Retained messages and shared subscriptions are announced as available. The Topic Alias
+/// Maximum is left out when the setting is 0, which means 0. Wildcard subscriptions and
+/// Subscription Identifiers are supported, which is what their absence from CONNACK means.
 pub(crate) fn connack_properties(
     negotiated: &Negotiated,
     settings: &InstanceSettings,
@@ -96,8 +133,14 @@ pub(crate) fn connack_properties(
     Properties {
         receive_maximum: Some(settings.receive_maximum.max(1)),
         maximum_packet_size: Some(settings.max_packet_size),
-        retain_available: Some(0),
-        shared_subscription_available: Some(0),
+        retain_available: Some(1),
+        shared_subscription_available: Some(1),
+        topic_alias_maximum: (settings.topic_alias_maximum > 0)
+            .then_some(settings.topic_alias_maximum),
+        response_information: negotiated
+            .response_information
+            .as_deref()
+            .map(ByteStr::from),
         assigned_client_identifier: negotiated
             .assigned_client_id
             .then(|| ByteStr::from(negotiated.client_id.as_str())),
@@ -194,6 +237,22 @@ mod tests {
                 .expect("accepted");
             assert_eq!(negotiated.client_id.as_str(), "assigned-1");
             assert!(negotiated.assigned_client_id);
+        }
+    }
+
+    #[test]
+    fn client_id_over_maximum_is_rejected() {
+        let mut short = settings();
+        short.max_client_id_length = 8;
+        for version in [ProtocolVersion::V3_1_1, ProtocolVersion::V5] {
+            let at_limit = negotiate(&connect(version, "12345678", true), &short, assign);
+            assert!(at_limit.is_ok(), "{version:?}");
+            let over = negotiate(&connect(version, "123456789", true), &short, assign);
+            assert_eq!(
+                over,
+                Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+                "{version:?}"
+            );
         }
     }
 
@@ -334,7 +393,7 @@ mod tests {
     }
 
     #[test]
-    fn connack_announces_limits_and_missing_features() {
+    fn connack_announces_limits_and_features() {
         let negotiated = negotiate(
             &connect(ProtocolVersion::V5, "c", true),
             &settings(),
@@ -344,8 +403,72 @@ mod tests {
         let properties = connack_properties(&negotiated, &settings());
         assert_eq!(properties.receive_maximum, Some(128));
         assert_eq!(properties.maximum_packet_size, Some(1_048_576));
-        assert_eq!(properties.retain_available, Some(0));
-        assert_eq!(properties.shared_subscription_available, Some(0));
+        assert_eq!(properties.retain_available, Some(1));
+        assert_eq!(properties.shared_subscription_available, Some(1));
+        assert_eq!(properties.topic_alias_maximum, Some(10));
+        assert_eq!(properties.response_information, None);
+
+        let mut no_aliases = settings();
+        no_aliases.topic_alias_maximum = 0;
+        let properties = connack_properties(&negotiated, &no_aliases);
         assert_eq!(properties.topic_alias_maximum, None);
+    }
+
+    #[test]
+    fn outbound_aliases_follow_client_maximum() {
+        let mut request = connect(ProtocolVersion::V5, "c", true);
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert_eq!(negotiated.outbound_topic_alias_maximum, 0);
+
+        request.properties.topic_alias_maximum = Some(3);
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert_eq!(negotiated.outbound_topic_alias_maximum, 3);
+
+        request.properties.topic_alias_maximum = Some(500);
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert_eq!(negotiated.outbound_topic_alias_maximum, 10);
+
+        request.protocol = ProtocolVersion::V3_1_1;
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert_eq!(negotiated.outbound_topic_alias_maximum, 0);
+    }
+
+    #[test]
+    fn problem_information_defaults_to_on() {
+        let mut request = connect(ProtocolVersion::V5, "c", true);
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert!(negotiated.problem_information);
+        request.properties.request_problem_information = Some(0);
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert!(!negotiated.problem_information);
+    }
+
+    #[test]
+    fn response_information_needs_request_and_prefix() {
+        let mut with_prefix = settings();
+        with_prefix.response_topic_prefix = Some("apps".to_owned());
+        let mut request = connect(ProtocolVersion::V5, "GID_a@@@1", true);
+
+        let negotiated = negotiate(&request, &with_prefix, assign).expect("accepted");
+        assert_eq!(negotiated.response_information, None);
+
+        request.properties.request_response_information = Some(1);
+        let negotiated = negotiate(&request, &settings(), assign).expect("accepted");
+        assert_eq!(negotiated.response_information, None);
+
+        let negotiated = negotiate(&request, &with_prefix, assign).expect("accepted");
+        assert_eq!(
+            negotiated.response_information.as_deref(),
+            Some("apps/response/GID_a@@@1")
+        );
+        let properties = connack_properties(&negotiated, &with_prefix);
+        assert_eq!(
+            properties.response_information.as_deref(),
+            Some("apps/response/GID_a@@@1")
+        );
+
+        request.client_id = "odd+id".into();
+        let negotiated = negotiate(&request, &with_prefix, assign).expect("accepted");
+        assert_eq!(negotiated.response_information, None);
     }
 }

@@ -5,14 +5,19 @@
 //! the `#`, because `sport/#` also matches `sport` itself. Filters starting with a wildcard do not
 //! match topics whose first level starts with `$` [MQTT-4.7.2-1 in 3.1.1 and 5.0].
 //!
+//! A shared subscription `$share/<group>/<filter>` is stored on the node of its `<filter>`, in a
+//! [`SharedGroup`] per share name, so it matches topics exactly as `<filter>` does.
+//!
 //! Every walk is a loop rather than a recursion: a topic can have tens of thousands of levels,
 //! and a recursion that deep would overflow the stack of the task that publishes.
 
 use std::collections::HashMap;
 
+use switchyard_codec::topic::{SharedSubscription, parse_shared_subscription};
 use switchyard_codec::{QoS, SubscriptionOptions};
 
 use crate::ids::ClientId;
+use crate::shared::SharedGroup;
 
 /// One subscription of one session: the options from SUBSCRIBE and the MQTT 5.0 Subscription
 /// Identifier, if the packet carried one.
@@ -35,6 +40,14 @@ pub(crate) struct Matched {
     pub(crate) subscription_ids: Vec<u32>,
 }
 
+/// Everything that a topic matches: the clients with ordinary subscriptions, merged per client,
+/// and the shared subscription groups, each of which picks one member.
+#[derive(Debug, Default)]
+pub(crate) struct Matches<'a> {
+    pub(crate) clients: HashMap<ClientId, Matched>,
+    pub(crate) shared: Vec<&'a SharedGroup>,
+}
+
 /// Topic filters of every session of one instance.
 #[derive(Debug, Default)]
 pub(crate) struct SubscriptionTree {
@@ -52,6 +65,10 @@ struct Node {
     subscribers: HashMap<ClientId, Subscriber>,
     /// Filters that end with `#` right after this node.
     multi_level: HashMap<ClientId, Subscriber>,
+    /// Shared subscriptions whose filter ends at this node, by share name.
+    shared: HashMap<Box<str>, SharedGroup>,
+    /// Shared subscriptions whose filter ends with `#` right after this node, by share name.
+    shared_multi_level: HashMap<Box<str>, SharedGroup>,
 }
 
 // === impl SubscriptionTree ===
@@ -60,24 +77,28 @@ impl SubscriptionTree {
     /// Adds or replaces the subscription of `client` to `filter`, returning the one it replaced.
     ///
     /// `filter` must have passed `topic::validate_topic_filter`. A `#` anywhere but last is then
-    /// impossible, and the tree would store it as a literal level.
+    /// impossible, and the tree would store it as a literal level. A shared subscription joins
+    /// the group of its share name and filter.
     pub(crate) fn insert(
         &mut self,
         filter: &str,
         client: ClientId,
         subscriber: Subscriber,
     ) -> Option<Subscriber> {
-        let (path, multi_level) = split_filter(filter);
+        let shared = shared_part(filter);
+        let (path, multi_level) = split_filter(shared.map_or(filter, |shared| shared.filter));
         let mut node = &mut self.root;
         for level in path {
             node = node.child_or_insert(level);
         }
-        let entries = if multi_level {
-            &mut node.multi_level
-        } else {
-            &mut node.subscribers
+        let replaced = match shared {
+            Some(shared) => node
+                .groups_mut(multi_level)
+                .entry(Box::from(shared.group))
+                .or_insert_with(|| SharedGroup::new(filter))
+                .insert(client, subscriber),
+            None => node.entries_mut(multi_level).insert(client, subscriber),
         };
-        let replaced = entries.insert(client, subscriber);
         if replaced.is_none() {
             self.len += 1;
         }
@@ -87,7 +108,8 @@ impl SubscriptionTree {
     /// Removes the subscription of `client` to `filter`, returning it, and prunes the nodes
     /// that no longer lead to any subscription.
     pub(crate) fn remove(&mut self, filter: &str, client: &ClientId) -> Option<Subscriber> {
-        let (path, multi_level) = split_filter(filter);
+        let shared = shared_part(filter);
+        let (path, multi_level) = split_filter(shared.map_or(filter, |shared| shared.filter));
 
         // Find the deepest node on the path that must stay after the removal: the root, or a
         // node with subscriptions or with other children. Its edge towards the filter is the
@@ -106,12 +128,18 @@ impl SubscriptionTree {
         for level in &path {
             node = node.child_mut(level)?;
         }
-        let entries = if multi_level {
-            &mut node.multi_level
-        } else {
-            &mut node.subscribers
+        let removed = match shared {
+            Some(shared) => {
+                let groups = node.groups_mut(multi_level);
+                let group = groups.get_mut(shared.group)?;
+                let removed = group.remove(client)?;
+                if group.is_empty() {
+                    groups.remove(shared.group);
+                }
+                removed
+            }
+            None => node.entries_mut(multi_level).remove(client)?,
         };
-        let removed = entries.remove(client)?;
         self.len -= 1;
 
         // Cut the branch that now leads nowhere.
@@ -131,20 +159,23 @@ impl SubscriptionTree {
     }
 
     /// Collects every client with a subscription matching the topic name `topic`, merged per
-    /// client, skipping MQTT 5.0 No Local subscriptions of `publisher` [MQTT-3.8.3-3 in 5.0].
-    pub(crate) fn matches(&self, topic: &str, publisher: &ClientId) -> HashMap<ClientId, Matched> {
+    /// client, skipping MQTT 5.0 No Local subscriptions of `publisher` [MQTT-3.8.3-3 in 5.0],
+    /// and every shared subscription group whose filter matches.
+    pub(crate) fn matches(&self, topic: &str, publisher: &ClientId) -> Matches<'_> {
         let levels: Vec<&str> = topic.split('/').collect();
         let is_dollar_topic = topic.starts_with('$');
-        let mut found = HashMap::new();
+        let mut found = Matches::default();
         let mut pending = vec![(&self.root, 0usize)];
 
         while let Some((node, depth)) = pending.pop() {
             let wildcards_allowed = depth > 0 || !is_dollar_topic;
             if wildcards_allowed {
-                merge_into(&mut found, &node.multi_level, publisher);
+                merge_into(&mut found.clients, &node.multi_level, publisher);
+                found.shared.extend(node.shared_multi_level.values());
             }
             let Some(level) = levels.get(depth) else {
-                merge_into(&mut found, &node.subscribers, publisher);
+                merge_into(&mut found.clients, &node.subscribers, publisher);
+                found.shared.extend(node.shared.values());
                 continue;
             };
             if let Some(child) = node.children.get(*level) {
@@ -157,9 +188,27 @@ impl SubscriptionTree {
         found
     }
 
-    /// Returns the number of subscriptions in the tree.
+    /// Returns the number of subscriptions in the tree, counting each member of a shared
+    /// subscription group.
     pub(crate) fn len(&self) -> usize {
         self.len
+    }
+
+    /// Returns the group of the shared subscription `filter` (`$share/<group>/<filter>`), if it
+    /// has members.
+    pub(crate) fn shared_group(&self, filter: &str) -> Option<&SharedGroup> {
+        let shared = shared_part(filter)?;
+        let (path, multi_level) = split_filter(shared.filter);
+        let mut node = &self.root;
+        for level in path {
+            node = node.child(level)?;
+        }
+        let groups = if multi_level {
+            &node.shared_multi_level
+        } else {
+            &node.shared
+        };
+        groups.get(shared.group)
     }
 
     #[cfg(test)]
@@ -210,8 +259,27 @@ impl Node {
         }
     }
 
+    fn entries_mut(&mut self, multi_level: bool) -> &mut HashMap<ClientId, Subscriber> {
+        if multi_level {
+            &mut self.multi_level
+        } else {
+            &mut self.subscribers
+        }
+    }
+
+    fn groups_mut(&mut self, multi_level: bool) -> &mut HashMap<Box<str>, SharedGroup> {
+        if multi_level {
+            &mut self.shared_multi_level
+        } else {
+            &mut self.shared
+        }
+    }
+
     fn has_subscribers(&self) -> bool {
-        !self.subscribers.is_empty() || !self.multi_level.is_empty()
+        !self.subscribers.is_empty()
+            || !self.multi_level.is_empty()
+            || !self.shared.is_empty()
+            || !self.shared_multi_level.is_empty()
     }
 
     fn edge_count(&self) -> usize {
@@ -239,6 +307,11 @@ impl Drop for Node {
             pending.extend(node.take_children());
         }
     }
+}
+
+/// Returns the parts of a shared subscription filter, or `None` for an ordinary filter.
+fn shared_part(filter: &str) -> Option<SharedSubscription<'_>> {
+    parse_shared_subscription(filter).ok().flatten()
 }
 
 /// Splits a filter into the levels that lead to its node and whether it ends with `#`.
@@ -290,6 +363,7 @@ mod tests {
     fn matching_clients(tree: &SubscriptionTree, topic: &str) -> Vec<String> {
         let mut clients: Vec<String> = tree
             .matches(topic, &client("publisher"))
+            .clients
             .into_keys()
             .map(|id| id.as_str().to_owned())
             .collect();
@@ -402,7 +476,7 @@ mod tests {
         tree.insert("a/b", id.clone(), subscriber(QoS::AtLeastOnce));
         tree.insert("a/b", client("c2"), subscriber(QoS::AtMostOnce));
 
-        let found = tree.matches("a/b", &client("publisher"));
+        let found = tree.matches("a/b", &client("publisher")).clients;
         assert_eq!(found.len(), 2);
         assert_eq!(found[&id].max_qos, QoS::ExactlyOnce);
         assert_eq!(found[&client("c2")].max_qos, QoS::AtMostOnce);
@@ -420,7 +494,7 @@ mod tests {
         tree.insert("a/+", id.clone(), with_id(QoS::AtMostOnce, Some(2)));
         tree.insert("+/b", id.clone(), with_id(QoS::AtMostOnce, None));
 
-        let found = tree.matches("a/b", &client("publisher"));
+        let found = tree.matches("a/b", &client("publisher")).clients;
         let mut ids = found[&id].subscription_ids.clone();
         ids.sort();
         assert_eq!(ids, [1, 2]);
@@ -449,7 +523,7 @@ mod tests {
             },
         );
 
-        let found = tree.matches("a/b", &client("publisher"));
+        let found = tree.matches("a/b", &client("publisher")).clients;
         assert!(found[&id].retain_as_published);
     }
 
@@ -479,7 +553,7 @@ mod tests {
         assert_eq!(replaced, Some(subscriber(QoS::AtMostOnce)));
         assert_eq!(tree.len(), 1);
         assert_eq!(
-            tree.matches("a/b", &client("p"))[&id].max_qos,
+            tree.matches("a/b", &client("p")).clients[&id].max_qos,
             QoS::ExactlyOnce
         );
     }
@@ -557,5 +631,64 @@ mod tests {
         assert_eq!(matching_clients(&tree, &topic), ["c1"]);
         assert!(tree.remove(&filter, &client("c1")).is_some());
         assert_eq!(tree.node_count(), 1);
+    }
+
+    fn shared_filters(tree: &SubscriptionTree, topic: &str) -> Vec<String> {
+        let mut filters: Vec<String> = tree
+            .matches(topic, &client("publisher"))
+            .shared
+            .iter()
+            .map(|group| group.filter().to_string())
+            .collect();
+        filters.sort();
+        filters
+    }
+
+    #[test]
+    fn shared_filters_match_like_their_inner_filter() {
+        let tree = tree_with(&[
+            ("c1", "$share/g1/sport/+"),
+            ("c2", "$share/g1/sport/+"),
+            ("c3", "$share/g2/sport/#"),
+            ("c4", "$share/g3/#"),
+            ("c5", "sport/tennis"),
+        ]);
+        assert_eq!(
+            shared_filters(&tree, "sport/tennis"),
+            ["$share/g1/sport/+", "$share/g2/sport/#", "$share/g3/#"]
+        );
+        assert_eq!(
+            shared_filters(&tree, "sport"),
+            ["$share/g2/sport/#", "$share/g3/#"]
+        );
+        assert_eq!(matching_clients(&tree, "sport/tennis"), ["c5"]);
+        assert!(shared_filters(&tree, "$SYS/x").is_empty());
+        assert_eq!(tree.len(), 5);
+    }
+
+    #[test]
+    fn shared_group_ends_with_last_member() {
+        let mut tree = tree_with(&[("c1", "$share/g/a/b"), ("c2", "$share/g/a/b")]);
+        assert!(tree.shared_group("$share/g/a/b").is_some());
+        assert!(tree.shared_group("$share/other/a/b").is_none());
+        assert!(tree.shared_group("a/b").is_none());
+
+        assert!(tree.remove("$share/g/a/b", &client("c1")).is_some());
+        assert!(tree.remove("$share/g/a/b", &client("c1")).is_none());
+        assert_eq!(shared_filters(&tree, "a/b"), ["$share/g/a/b"]);
+        assert!(tree.remove("$share/g/a/b", &client("c2")).is_some());
+        assert!(tree.shared_group("$share/g/a/b").is_none());
+        assert!(shared_filters(&tree, "a/b").is_empty());
+        assert_eq!(tree.node_count(), 1);
+        assert_eq!(tree.len(), 0);
+    }
+
+    #[test]
+    fn shared_and_plain_filters_independent() {
+        let mut tree = tree_with(&[("c1", "$share/g/a"), ("c1", "a")]);
+        assert_eq!(tree.len(), 2);
+        assert!(tree.remove("a", &client("c1")).is_some());
+        assert_eq!(shared_filters(&tree, "a"), ["$share/g/a"]);
+        assert!(matching_clients(&tree, "a").is_empty());
     }
 }

@@ -39,9 +39,11 @@ async fn v5_connack_announces_limits() {
     let properties = connack.properties;
     assert_eq!(properties.receive_maximum, Some(128));
     assert_eq!(properties.maximum_packet_size, Some(1024 * 1024));
-    assert_eq!(properties.retain_available, Some(0));
-    assert_eq!(properties.shared_subscription_available, Some(0));
+    assert_eq!(properties.retain_available, Some(1));
+    assert_eq!(properties.shared_subscription_available, Some(1));
+    assert_eq!(properties.topic_alias_maximum, Some(10));
     assert_eq!(properties.assigned_client_identifier, None);
+    assert_eq!(properties.response_information, None);
 }
 
 #[tokio::test]

@@ -135,33 +135,3 @@ async fn packet_id_zero_is_rejected() {
         .await;
     assert!(client.expect_closed().await.is_empty());
 }
-
-#[tokio::test]
-async fn topic_alias_is_rejected_when_not_offered() {
-    let broker = TestBroker::start().await;
-    let connect = connect_packet(ProtocolVersion::V5, "alias", true);
-    let (mut client, _) = RawClient::connect_ok(broker.addr, connect).await;
-    let mut publish = common::publish_packet("a/b", QoS::AtMostOnce, None, b"x");
-    publish.properties.topic_alias = Some(1);
-    client.send(&Packet::Publish(publish)).await;
-    let packets = client.expect_closed().await;
-    let [Packet::Disconnect(disconnect)] = packets.as_slice() else {
-        panic!("expected one DISCONNECT, got {packets:?}");
-    };
-    assert_eq!(disconnect.reason, ReasonCode::TOPIC_ALIAS_INVALID);
-}
-
-#[tokio::test]
-async fn v5_retain_is_rejected_when_not_offered() {
-    let broker = TestBroker::start().await;
-    let connect = connect_packet(ProtocolVersion::V5, "retainer", true);
-    let (mut client, _) = RawClient::connect_ok(broker.addr, connect).await;
-    let mut publish = common::publish_packet("a/b", QoS::AtMostOnce, None, b"x");
-    publish.retain = true;
-    client.send(&Packet::Publish(publish)).await;
-    let packets = client.expect_closed().await;
-    let [Packet::Disconnect(disconnect)] = packets.as_slice() else {
-        panic!("expected one DISCONNECT, got {packets:?}");
-    };
-    assert_eq!(disconnect.reason, ReasonCode::RETAIN_NOT_SUPPORTED);
-}

@@ -210,7 +210,7 @@ async fn v5_connack_reports_session_present_after_resume() {
     .await;
     assert!(!first.session_present);
     let properties = first.properties.expect("CONNACK properties");
-    assert_eq!(properties.retain_available, Some(0));
+    assert_eq!(properties.retain_available, Some(1));
     client.disconnect().await.expect("disconnect");
     let _ = tokio::time::timeout(WAIT, async { while eventloop.poll().await.is_ok() {} }).await;
     drop(eventloop);

@@ -170,16 +170,6 @@ async fn unauthorized_filters_are_refused() {
 }
 
 #[tokio::test]
-async fn shared_subscriptions_are_refused() {
-    let broker = TestBroker::start().await;
-    let mut v5 = client(&broker, ProtocolVersion::V5, "shared").await;
-    let codes = v5
-        .subscribe(1, &[("$share/group/a", QoS::AtMostOnce)])
-        .await;
-    assert_eq!(codes, [ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]);
-}
-
-#[tokio::test]
 async fn unsubscribe_stops_delivery() {
     let broker = TestBroker::start().await;
     let mut sub = client(&broker, ProtocolVersion::V5, "leaver").await;

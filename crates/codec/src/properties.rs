@@ -11,7 +11,7 @@
 //! it like the other 0-or-1 bytes, as a Protocol Error.
 
 use crate::error::DecodeError;
-use crate::packet::{ByteStr, Properties};
+use crate::packet::{ByteStr, Properties, ReasonCode};
 use crate::reader::Reader;
 use crate::topic;
 use crate::writer::{Sink, count};
@@ -321,7 +321,7 @@ fn decode_value(
         REASON_STRING => properties.reason_string = Some(list.read_string(name)?),
         RECEIVE_MAXIMUM => properties.receive_maximum = Some(read_nonzero_u16(list, name)?),
         TOPIC_ALIAS_MAXIMUM => properties.topic_alias_maximum = Some(list.read_u16(name)?),
-        TOPIC_ALIAS => properties.topic_alias = Some(read_nonzero_u16(list, name)?),
+        TOPIC_ALIAS => properties.topic_alias = Some(read_topic_alias(list, name)?),
         MAXIMUM_QOS => properties.maximum_qos = Some(read_flag(list, name)?),
         RETAIN_AVAILABLE => properties.retain_available = Some(read_flag(list, name)?),
         USER_PROPERTY => {
@@ -370,6 +370,19 @@ fn read_nonzero_u16(list: &mut Reader, name: &str) -> Result<u16, DecodeError> {
     let value = list.read_u16(name)?;
     if value == 0 {
         return Err(DecodeError::protocol_error(format!("{name} is 0")));
+    }
+    Ok(value)
+}
+
+/// Reads a Topic Alias. Alias 0 is not permitted [MQTT-3.3.2-8 in 5.0], and 0x94 (Topic Alias
+/// invalid) is the reason code that names the problem.
+fn read_topic_alias(list: &mut Reader, name: &str) -> Result<u16, DecodeError> {
+    let value = list.read_u16(name)?;
+    if value == 0 {
+        return Err(DecodeError::new(
+            ReasonCode::TOPIC_ALIAS_INVALID,
+            format!("{name} is 0"),
+        ));
     }
     Ok(value)
 }

@@ -46,11 +46,20 @@ struct HandleInner {
     control: Control,
 }
 
-/// The stop request shared by a connection task and its handles: the first reason wins.
+/// The stop request shared by a connection task and its handles: the first request wins.
 #[derive(Debug, Default)]
 pub(crate) struct Control {
     stop: CancellationToken,
-    reason: Mutex<Option<ReasonCode>>,
+    request: Mutex<Option<StopRequest>>,
+}
+
+/// A request to stop a connection: the reason code of the DISCONNECT sent to MQTT 5.0 clients
+/// and, for 0x9C (use another server) and 0x9D (server moved), the Server Reference with the
+/// server to connect to instead.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StopRequest {
+    pub(crate) reason: ReasonCode,
+    pub(crate) server_reference: Option<String>,
 }
 
 // === impl ConnectionHandle ===
@@ -102,7 +111,21 @@ impl ConnectionHandle {
     /// Returns at once; the connection's task sends the packet and closes. When several
     /// requests arrive, the first reason is the one sent.
     pub fn disconnect(&self, reason: ReasonCode) {
-        self.inner.control.request_stop(reason);
+        self.disconnect_with_reference(reason, None);
+    }
+
+    /// Asks the connection to close like [`disconnect`](ConnectionHandle::disconnect), and
+    /// sends MQTT 5.0 clients `server_reference` as the DISCONNECT's Server Reference property.
+    ///
+    /// Meant for server redirection: with reason 0x9C (use another server) or 0x9D (server
+    /// moved), the reference names the server to use, such as `mqtt-sh.example.com:1883`. A
+    /// reference that would push the DISCONNECT over the client's Maximum Packet Size is left
+    /// out. MQTT 3.x has no DISCONNECT from the server, so 3.x clients see the connection close.
+    pub fn disconnect_with_reference(&self, reason: ReasonCode, server_reference: Option<String>) {
+        self.inner.control.request_stop(StopRequest {
+            reason,
+            server_reference,
+        });
     }
 
     pub(crate) fn id(&self) -> ConnectionId {
@@ -117,21 +140,24 @@ impl ConnectionHandle {
 // === impl Control ===
 
 impl Control {
-    fn request_stop(&self, reason: ReasonCode) {
-        if let Ok(mut slot) = self.reason.lock() {
-            slot.get_or_insert(reason);
+    fn request_stop(&self, request: StopRequest) {
+        if let Ok(mut slot) = self.request.lock() {
+            slot.get_or_insert(request);
         }
         self.stop.cancel();
     }
 
-    /// Waits until a stop is requested and returns its reason.
-    pub(crate) async fn stopped(&self) -> ReasonCode {
+    /// Waits until a stop is requested and returns the request.
+    pub(crate) async fn stopped(&self) -> StopRequest {
         self.stop.cancelled().await;
-        self.reason().unwrap_or(ReasonCode::UNSPECIFIED_ERROR)
+        self.request().unwrap_or(StopRequest {
+            reason: ReasonCode::UNSPECIFIED_ERROR,
+            server_reference: None,
+        })
     }
 
-    fn reason(&self) -> Option<ReasonCode> {
-        self.reason.lock().ok().and_then(|slot| *slot)
+    fn request(&self) -> Option<StopRequest> {
+        self.request.lock().ok().and_then(|slot| slot.clone())
     }
 }
 
@@ -170,11 +196,22 @@ mod tests {
         handle.disconnect(ReasonCode::USE_ANOTHER_SERVER);
         handle.clone().disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
         assert_eq!(
-            handle.control().stopped().await,
+            handle.control().stopped().await.reason,
             ReasonCode::USE_ANOTHER_SERVER
         );
         assert_eq!(handle.client_id(), "GID_a@@@1");
         assert_eq!(handle.protocol(), ProtocolVersion::V5);
         assert_eq!(handle.id(), ConnectionId(7));
+    }
+
+    #[tokio::test]
+    async fn disconnect_with_reference_keeps_reference() {
+        let handle = handle();
+        let reference = Some("mqtt-sh.example.com:1883".to_owned());
+        handle.disconnect_with_reference(ReasonCode::SERVER_MOVED, reference.clone());
+        handle.disconnect(ReasonCode::SERVER_SHUTTING_DOWN);
+        let request = handle.control().stopped().await;
+        assert_eq!(request.reason, ReasonCode::SERVER_MOVED);
+        assert_eq!(request.server_reference, reference);
     }
 }

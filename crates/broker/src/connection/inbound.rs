@@ -1,15 +1,19 @@
 //! Handlers for the packets a client sends after CONNECT, one function per packet type.
 
+use std::time::Instant;
+
 use switchyard_codec::topic::{parse_shared_subscription, validate_topic_filter};
 use switchyard_codec::{
-    Ack, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
+    Ack, ByteStr, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
 use tracing::{debug, trace};
 
+use super::writer::Outgoing;
 use super::{Close, Connection};
 use crate::auth::Access;
-use crate::message::Message;
+use crate::instance::SubscribeOutcome;
+use crate::message::{Delivery, Message};
 use crate::session::{AckOutcome, InboundQoS2};
 use crate::subscriptions::Subscriber;
 
@@ -45,10 +49,25 @@ impl Connection {
         }
     }
 
-    /// Handles PUBLISH: checks it, authorizes it, records inbound QoS 2 state, delivers it and
-    /// acknowledges it.
-    async fn handle_publish(&mut self, publish: Publish) -> Result<(), Close> {
-        self.check_publish(&publish)?;
+    /// Handles PUBLISH: resolves its Topic Alias, checks it, authorizes it, records inbound
+    /// QoS 2 state, delivers it and acknowledges it.
+    async fn handle_publish(&mut self, mut publish: Publish) -> Result<(), Close> {
+        let now = tokio::time::Instant::now().into_std();
+        if !self.publish_rate.try_acquire(now) {
+            let rate = self.instance.settings().max_publish_rate;
+            let detail = format!("more than {rate} PUBLISH packets per second");
+            return Err(Close::violation(ReasonCode::MESSAGE_RATE_TOO_HIGH, detail));
+        }
+        if let Err(error) = self.inbound_aliases.resolve(&mut publish) {
+            return Err(Close::violation(error.reason, error.detail));
+        }
+        check_publish(&publish)?;
+        if let Err(problem) = self.instance.settings().check_topic(&publish.topic) {
+            let detail = format!("topic {:?} {problem}", publish.topic.as_str());
+            return self
+                .reject_publish(&publish, ReasonCode::TOPIC_NAME_INVALID, detail)
+                .await;
+        }
         let qos = publish.qos;
         let packet_id = publish.packet_id;
 
@@ -62,10 +81,12 @@ impl Connection {
                     format!("QoS 1 PUBLISH reuses packet id {id} of an unreleased QoS 2 message");
                 return Err(Close::violation(ReasonCode::PROTOCOL_ERROR, detail));
             }
+            let detail = format!("packet id {id} is in use by a QoS 2 message awaiting PUBREL");
             return self
                 .send(Packet::PubAck(ack_with(
                     id,
                     ReasonCode::PACKET_IDENTIFIER_IN_USE,
+                    Some(detail),
                 )))
                 .await;
         }
@@ -76,7 +97,15 @@ impl Connection {
             &publish.topic,
         );
         if !authorized {
-            return self.reject_publish(&publish).await;
+            debug!(
+                topic = %publish.topic,
+                principal = %self.identity.principal,
+                "PUBLISH not authorized"
+            );
+            let detail = format!("not authorized to publish to {}", publish.topic);
+            return self
+                .reject_publish(&publish, ReasonCode::NOT_AUTHORIZED, detail)
+                .await;
         }
 
         if let (QoS::ExactlyOnce, Some(id)) = (qos, packet_id) {
@@ -105,7 +134,6 @@ impl Connection {
             }
         }
 
-        let now = tokio::time::Instant::now().into_std();
         let topic = publish.topic.clone();
         let message = Message::from_publish(publish, self.client_id.clone(), now);
         let receivers = self.instance.publish(message);
@@ -118,46 +146,21 @@ impl Connection {
         }
     }
 
-    /// Enforces the PUBLISH rules the decoder leaves to the server, for features this server
-    /// announced it does not offer.
-    fn check_publish(&self, publish: &Publish) -> Result<(), Close> {
-        let properties = &publish.properties;
-        if !properties.subscription_identifiers.is_empty() {
-            // [MQTT-3.3.4-6 in 5.0]: only the server sends Subscription Identifiers.
-            return Err(Close::violation(
-                ReasonCode::PROTOCOL_ERROR,
-                "PUBLISH from a client carries a Subscription Identifier",
-            ));
-        }
-        if properties.topic_alias.is_some() {
-            return Err(Close::violation(
-                ReasonCode::TOPIC_ALIAS_INVALID,
-                "PUBLISH uses a Topic Alias, but the server's Topic Alias Maximum is 0",
-            ));
-        }
-        if self.version.is_v5() && publish.retain {
-            return Err(Close::violation(
-                ReasonCode::RETAIN_NOT_SUPPORTED,
-                "PUBLISH has RETAIN set, but the server announced Retain Available 0",
-            ));
-        }
-        Ok(())
-    }
-
-    /// Rejects a PUBLISH the client may not send. A 5.0 client gets PUBACK or PUBREC 0x87 (not
-    /// authorized). 3.x has no reason codes, so a 3.x client is disconnected, as the cloud
-    /// product does.
-    async fn reject_publish(&self, publish: &Publish) -> Result<(), Close> {
-        debug!(
-            topic = %publish.topic,
-            principal = %self.identity.principal,
-            "PUBLISH not authorized"
-        );
+    /// Rejects a PUBLISH the client may not send, such as one that is not authorized (0x87) or
+    /// whose topic is over the instance's limits (0x90). A 5.0 client gets PUBACK or PUBREC
+    /// with `reason`, and nothing at QoS 0. 3.x has no reason codes, so a 3.x client is
+    /// disconnected, as the cloud product does.
+    async fn reject_publish(
+        &self,
+        publish: &Publish,
+        reason: ReasonCode,
+        detail: String,
+    ) -> Result<(), Close> {
         if !self.version.is_v5() {
-            let detail = format!("not authorized to publish to {}", publish.topic);
-            return Err(Close::violation(ReasonCode::NOT_AUTHORIZED, detail));
+            return Err(Close::violation(reason, detail));
         }
-        let refused = |id| ack_with(id, ReasonCode::NOT_AUTHORIZED);
+        debug!(topic = %publish.topic, %detail, "PUBLISH rejected");
+        let refused = |id| ack_with(id, reason, Some(detail));
         match (publish.qos, publish.packet_id) {
             (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(refused(id))).await,
             (QoS::ExactlyOnce, Some(id)) => self.send(Packet::PubRec(refused(id))).await,
@@ -185,7 +188,13 @@ impl Connection {
                 debug!(packet_id = ack.packet_id, "PUBREC for unknown packet id");
                 // 5.0 replies PUBREL 0x92 (packet identifier not found).
                 if self.version.is_v5() {
-                    let release = ack_with(ack.packet_id, ReasonCode::PACKET_IDENTIFIER_NOT_FOUND);
+                    let detail =
+                        format!("no QoS 2 message in flight has packet id {}", ack.packet_id);
+                    let release = ack_with(
+                        ack.packet_id,
+                        ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                        Some(detail),
+                    );
                     return self.send(Packet::PubRel(release)).await;
                 }
                 Ok(())
@@ -196,14 +205,21 @@ impl Connection {
     /// Handles PUBREL, which releases an inbound QoS 2 packet id, and replies PUBCOMP.
     async fn handle_pubrel(&self, ack: &Ack) -> Result<(), Close> {
         let released = self.with_session(|session| session.handle_pubrel(ack.packet_id))?;
-        let reason = if released || !self.version.is_v5() {
-            ReasonCode::SUCCESS
+        let completion = if released || !self.version.is_v5() {
+            Ack::new(ack.packet_id)
         } else {
             debug!(packet_id = ack.packet_id, "PUBREL for unknown packet id");
-            ReasonCode::PACKET_IDENTIFIER_NOT_FOUND
+            let detail = format!(
+                "no QoS 2 message awaits PUBREL with packet id {}",
+                ack.packet_id
+            );
+            ack_with(
+                ack.packet_id,
+                ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                Some(detail),
+            )
         };
-        self.send(Packet::PubComp(ack_with(ack.packet_id, reason)))
-            .await
+        self.send(Packet::PubComp(completion)).await
     }
 
     fn handle_pubcomp(&self, ack: &Ack) -> Result<(), Close> {
@@ -216,68 +232,125 @@ impl Connection {
         Ok(())
     }
 
-    /// Handles SUBSCRIBE and replies SUBACK with one code per filter.
+    /// Handles SUBSCRIBE and replies SUBACK with one code per filter, then queues the retained
+    /// messages the new subscriptions receive, so they follow the SUBACK.
     async fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Close> {
         let subscription_id = subscribe
             .properties
             .subscription_identifiers
             .first()
             .copied();
+        let now = tokio::time::Instant::now().into_std();
         let mut reasons = Vec::with_capacity(subscribe.subscriptions.len());
+        let mut problems = Vec::new();
+        let mut retained = Vec::new();
         for subscription in &subscribe.subscriptions {
-            let reason =
-                self.subscribe_one(&subscription.filter, subscription.options, subscription_id)?;
-            reasons.push(reason);
+            let filter = &subscription.filter;
+            let outcome = self.subscribe_one(filter, subscription.options, subscription_id, now)?;
+            match outcome {
+                Subscribed::Granted(qos, deliveries) => {
+                    reasons.push(ReasonCode(qos as u8));
+                    retained.extend(deliveries);
+                }
+                Subscribed::Refused(reason, problem) => {
+                    reasons.push(reason);
+                    problems.push(format!("topic filter {:?} {problem}", filter.as_str()));
+                }
+            }
         }
         let suback = SubAck {
             packet_id: subscribe.packet_id,
             reasons,
-            properties: Properties::default(),
+            properties: reason_string((!problems.is_empty()).then(|| problems.join("; "))),
         };
-        self.send(Packet::SubAck(suback)).await
+        self.send(Packet::SubAck(suback)).await?;
+        if retained.is_empty() {
+            return Ok(());
+        }
+        self.send_outgoing(Outgoing::Deliver(retained)).await
     }
 
-    /// Adds one subscription and returns its SUBACK code: the granted QoS or an error, which
-    /// the codec writes as 0x80 for 3.1.1.
+    /// Adds one subscription and returns its SUBACK outcome with the retained messages it
+    /// receives, or the error code (which the codec writes as 0x80 for 3.1.1) and why.
+    ///
+    /// A shared subscription is authorized by its topic filter without the `$share/<group>/`
+    /// prefix, because that is the set of topics it reads.
     fn subscribe_one(
         &self,
         filter: &str,
         options: SubscriptionOptions,
         subscription_id: Option<u32>,
-    ) -> Result<ReasonCode, Close> {
+        now: Instant,
+    ) -> Result<Subscribed, Close> {
         if let Err(error) = validate_topic_filter(filter) {
             debug!(filter, %error, "Invalid topic filter in SUBSCRIBE");
-            return Ok(ReasonCode::TOPIC_FILTER_INVALID);
+            let problem = format!("is invalid: {error}");
+            return Ok(Subscribed::Refused(
+                ReasonCode::TOPIC_FILTER_INVALID,
+                problem,
+            ));
         }
-        if matches!(parse_shared_subscription(filter), Ok(Some(_))) {
-            debug!(filter, "Shared subscriptions are not supported");
-            return Ok(ReasonCode::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED);
+        if let Err(problem) = self.instance.settings().check_topic(filter) {
+            debug!(filter, problem, "Topic filter over the instance's limits");
+            return Ok(Subscribed::Refused(
+                ReasonCode::TOPIC_FILTER_INVALID,
+                problem,
+            ));
         }
+        let shared = parse_shared_subscription(filter).ok().flatten();
+        let topics = shared.map_or(filter, |shared| shared.filter);
         let auth = self.instance.authenticator();
-        if !auth.authorize(&self.identity, Access::Subscribe, filter) {
+        if !auth.authorize(&self.identity, Access::Subscribe, topics) {
             debug!(filter, principal = %self.identity.principal, "SUBSCRIBE not authorized");
-            return Ok(ReasonCode::NOT_AUTHORIZED);
+            let problem = "is not authorized".to_owned();
+            return Ok(Subscribed::Refused(ReasonCode::NOT_AUTHORIZED, problem));
         }
         let subscriber = Subscriber {
             options,
             subscription_id,
         };
-        if !self
+        let replaced = match self
             .instance
             .subscribe(&self.slot, self.id, filter, subscriber)
         {
-            return Err(Close::SessionLost);
-        }
+            SubscribeOutcome::Subscribed { replaced } => replaced,
+            SubscribeOutcome::QuotaExceeded => {
+                let max = self.instance.settings().max_subscriptions_per_client;
+                debug!(filter, max, "Subscription quota exceeded");
+                let problem = format!("exceeds the maximum of {max} subscriptions per client");
+                return Ok(Subscribed::Refused(ReasonCode::QUOTA_EXCEEDED, problem));
+            }
+            SubscribeOutcome::SessionLost => return Err(Close::SessionLost),
+        };
         debug!(filter, qos = ?options.qos, "Subscribed");
-        Ok(ReasonCode(options.qos as u8))
+
+        // Retain Handling 0 sends the retained messages on every SUBSCRIBE, 1 only for a new
+        // subscription, 2 never [MQTT-3.3.1-9, MQTT-3.3.1-10, MQTT-3.3.1-11 in 5.0]. 3.x always
+        // uses 0. Shared subscriptions receive no retained messages.
+        let wanted = match options.retain_handling {
+            0 => true,
+            1 => !replaced,
+            _ => false,
+        };
+        let retained = if wanted && shared.is_none() {
+            self.instance.retained_deliveries(filter, &subscriber, now)
+        } else {
+            Vec::new()
+        };
+        Ok(Subscribed::Granted(options.qos, retained))
     }
 
     /// Handles UNSUBSCRIBE and replies UNSUBACK, whose per-filter codes only 5.0 carries.
     async fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) -> Result<(), Close> {
         let mut reasons = Vec::with_capacity(unsubscribe.filters.len());
+        let mut problems = Vec::new();
         for filter in &unsubscribe.filters {
-            if validate_topic_filter(filter).is_err() {
+            if let Err(error) = validate_topic_filter(filter) {
                 reasons.push(ReasonCode::TOPIC_FILTER_INVALID);
+                problems.push(format!(
+                    "topic filter {:?} is invalid: {error}",
+                    filter.as_str()
+                ));
                 continue;
             }
             let existed = self.instance.unsubscribe(&self.slot, self.id, filter);
@@ -291,7 +364,7 @@ impl Connection {
         let unsuback = UnsubAck {
             packet_id: unsubscribe.packet_id,
             reasons,
-            properties: Properties::default(),
+            properties: reason_string((!problems.is_empty()).then(|| problems.join("; "))),
         };
         self.send(Packet::UnsubAck(unsuback)).await
     }
@@ -317,11 +390,40 @@ impl Connection {
     }
 }
 
-/// Builds an acknowledgement with `reason` and no properties.
-fn ack_with(packet_id: u16, reason: ReasonCode) -> Ack {
+/// The outcome of one topic filter of SUBSCRIBE.
+enum Subscribed {
+    /// Subscribed at this QoS; the retained messages to send follow.
+    Granted(QoS, Vec<Delivery>),
+    /// Refused with this SUBACK code, and what is wrong with the filter.
+    Refused(ReasonCode, String),
+}
+
+/// Enforces the PUBLISH rules the decoder leaves to the server.
+fn check_publish(publish: &Publish) -> Result<(), Close> {
+    if !publish.properties.subscription_identifiers.is_empty() {
+        // [MQTT-3.3.4-6 in 5.0]: only the server sends Subscription Identifiers.
+        return Err(Close::violation(
+            ReasonCode::PROTOCOL_ERROR,
+            "PUBLISH from a client carries a Subscription Identifier",
+        ));
+    }
+    Ok(())
+}
+
+/// Builds an acknowledgement with `reason` and, for an error, a Reason String with the cause.
+/// The writer removes the Reason String for a client that requested no problem information.
+fn ack_with(packet_id: u16, reason: ReasonCode, detail: Option<String>) -> Ack {
     Ack {
         packet_id,
         reason,
-        properties: Properties::default(),
+        properties: reason_string(detail),
+    }
+}
+
+/// Builds properties that carry only a Reason String, if any.
+fn reason_string(detail: Option<String>) -> Properties {
+    Properties {
+        reason_string: detail.map(ByteStr::from),
+        ..Properties::default()
     }
 }

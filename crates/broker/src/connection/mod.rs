@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use switchyard_codec::{
-    ConnAck, Connect, Disconnect, Packet, ProtocolVersion, ReasonCode, decode_packet, encode_packet,
+    ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode,
+    decode_packet, encode_packet,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
@@ -32,13 +33,17 @@ use tracing::{Instrument, debug, field, info, info_span};
 
 pub use handle::{ConnectionHandle, Origin};
 
-use crate::auth::Identity;
+use crate::auth::{Access, Identity};
 use crate::handshake::{READ_CHUNK, write_connack_refusal};
 use crate::ids::{ClientId, ConnectionId};
 use crate::instance::{Instance, SessionSlot};
 use crate::negotiate::{Negotiated, connack_properties, negotiate};
+use crate::rate::RateLimiter;
 use crate::session::{Link, Session};
-use writer::Outgoing;
+use crate::topic_alias::InboundAliases;
+use crate::will::WillMessage;
+use handle::StopRequest;
+use writer::{OutboundRules, Outgoing};
 
 /// Replies the reader may queue for the writer before it waits. The limit bounds the memory that
 /// a client which sends without reading can make the server use.
@@ -88,7 +93,7 @@ enum Close {
         detail: String,
     },
     /// A [`ConnectionHandle`] asked the connection to stop.
-    Requested(ReasonCode),
+    Requested(StopRequest),
     /// Another connection took the session over while this one was using it.
     SessionLost,
 }
@@ -105,6 +110,10 @@ struct Connection {
     /// Session Expiry Interval the CONNECT asked for, which limits what DISCONNECT may set.
     requested_session_expiry: u32,
     keep_alive: u16,
+    /// Topic Aliases the client set on this connection (MQTT 5.0).
+    inbound_aliases: InboundAliases,
+    /// PUBLISH packets per second, limited by `max_publish_rate`.
+    publish_rate: RateLimiter,
     outgoing: mpsc::Sender<Outgoing>,
 }
 
@@ -141,8 +150,12 @@ async fn serve<S>(
         window: negotiated.outbound_window,
         max_packet_size: negotiated.client_max_packet_size,
     };
+    let will = connect
+        .will
+        .as_ref()
+        .map(|will| WillMessage::from_connect(will, version));
     let now = tokio::time::Instant::now().into_std();
-    let opened = instance.open_session(&negotiated, connect.clean_start, id, link, now);
+    let opened = instance.open_session(&negotiated, connect.clean_start, id, link, will, now);
     info!(
         instance = %instance.id(),
         client_id = %negotiated.client_id,
@@ -155,16 +168,33 @@ async fn serve<S>(
     );
 
     // CONNACK goes first in the writer's first batch, before any resent message.
+    let rules = OutboundRules {
+        version,
+        max_packet_size: negotiated.client_max_packet_size,
+        problem_information: negotiated.problem_information,
+        topic_alias_maximum: negotiated.outbound_topic_alias_maximum,
+    };
     let mut first_batch = BytesMut::new();
-    let connack = connack(&instance, &negotiated, version, opened.session_present);
+    let mut connack = connack(&instance, &negotiated, version, opened.session_present);
+    if !rules.fit(&mut connack) {
+        // NOTE: the CONNACK is sent over the client's Maximum Packet Size anyway, because a
+        // client that cannot take the smallest CONNACK can use no connection at all.
+        debug!(max_packet_size = ?rules.max_packet_size, "CONNACK exceeds the client's Maximum Packet Size");
+    }
     encode_packet(&connack, version, &mut first_batch);
 
     let (read_half, write_half) = tokio::io::split(stream);
     let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
     let slot = Arc::clone(&opened.slot);
+    let inbound_aliases = InboundAliases::new(if version.is_v5() {
+        instance.settings().topic_alias_maximum
+    } else {
+        0
+    });
     let mut writer = tokio::spawn(
-        writer::run(write_half, slot, id, version, outgoing_rx, first_batch).in_current_span(),
+        writer::run(write_half, slot, id, rules, outgoing_rx, first_batch).in_current_span(),
     );
+    let publish_rate = RateLimiter::new(instance.settings().max_publish_rate, now);
     let mut connection = Connection {
         instance,
         handle,
@@ -175,6 +205,8 @@ async fn serve<S>(
         slot: opened.slot,
         requested_session_expiry: connect.properties.session_expiry_interval.unwrap_or(0),
         keep_alive: negotiated.keep_alive,
+        inbound_aliases,
+        publish_rate,
         outgoing,
     };
     let close = connection.read_loop(read_half, buffered, &mut writer).await;
@@ -193,13 +225,41 @@ async fn admit<S: AsyncWrite + Unpin>(
         refuse(stream, connect, ReasonCode::SERVER_UNAVAILABLE).await;
         return None;
     }
-    let identity = match instance.authenticator().authenticate(connect, peer) {
+    let now = tokio::time::Instant::now().into_std();
+    if let Err(reason) = instance.check_admission(&connect.client_id, now) {
+        // The instance logged the rejection, rate-limited.
+        write_refusal(stream, connect, reason).await;
+        return None;
+    }
+    let auth = instance.authenticator();
+    let identity = match auth.authenticate(connect, peer) {
         Ok(identity) => identity,
         Err(reason) => {
             refuse(stream, connect, reason).await;
             return None;
         }
     };
+    // The will is published under the client's name later, so its topic is authorized now,
+    // like a PUBLISH.
+    if let Some(will) = &connect.will
+        && !auth.authorize(&identity, Access::Publish, &will.topic)
+    {
+        info!(
+            client_id = %connect.client_id,
+            topic = %will.topic,
+            principal = %identity.principal,
+            "Will topic not authorized"
+        );
+        refuse(stream, connect, ReasonCode::NOT_AUTHORIZED).await;
+        return None;
+    }
+    if let Some(will) = &connect.will
+        && let Err(problem) = instance.settings().check_topic(&will.topic)
+    {
+        info!(client_id = %connect.client_id, topic = %will.topic, problem, "Will topic rejected");
+        refuse(stream, connect, ReasonCode::TOPIC_NAME_INVALID).await;
+        return None;
+    }
     match negotiate(connect, instance.settings(), || instance.assign_client_id()) {
         Ok(negotiated) => Some((identity, negotiated)),
         Err(reason) => {
@@ -209,8 +269,18 @@ async fn admit<S: AsyncWrite + Unpin>(
     }
 }
 
+/// Logs the rejection of `connect` and sends the CONNACK with `reason`.
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, connect: &Connect, reason: ReasonCode) {
     info!(client_id = %connect.client_id, ?reason, "Rejected connection");
+    write_refusal(stream, connect, reason).await;
+}
+
+/// Sends the CONNACK that rejects `connect` with `reason`, within [`CLOSE_TIMEOUT`].
+async fn write_refusal<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    connect: &Connect,
+    reason: ReasonCode,
+) {
     let write = write_connack_refusal(stream, connect.protocol, reason);
     match tokio::time::timeout(CLOSE_TIMEOUT, write).await {
         Ok(Ok(())) => {}
@@ -280,7 +350,7 @@ impl Connection {
             }
             let sleep_until = deadline.unwrap_or_else(tokio::time::Instant::now);
             let read = tokio::select! {
-                reason = self.handle.control().stopped() => return Close::Requested(reason),
+                request = self.handle.control().stopped() => return Close::Requested(request),
                 () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
                     return Close::KeepAliveExpired;
                 }
@@ -295,10 +365,11 @@ impl Connection {
         }
     }
 
-    /// Sends the last packets, detaches the session and logs the end of the connection.
+    /// Sends the last packets, detaches the session, which publishes the will unless the client
+    /// sent DISCONNECT 0x00, and logs the end of the connection.
     async fn finish(self, close: Close, mut writer: JoinHandle<io::Result<()>>) {
         let disconnect = if self.version.is_v5() {
-            close.disconnect_reason().map(Disconnect::new)
+            close.disconnect_packet(self.keep_alive)
         } else {
             None
         };
@@ -321,7 +392,8 @@ impl Connection {
 
         let now = tokio::time::Instant::now().into_std();
         let dropped_total = self.slot.lock().stats().total();
-        self.instance.close_session(&self.slot, self.id, now);
+        self.instance
+            .close_session(&self.slot, self.id, now, close.publishes_will());
         self.instance.unregister(self.id);
         info!(
             instance = %self.instance.id(),
@@ -335,11 +407,14 @@ impl Connection {
 
     /// Queues a reply for the writer, waiting while its channel is full.
     async fn send(&self, packet: Packet) -> Result<(), Close> {
+        self.send_outgoing(Outgoing::Packet(packet)).await
+    }
+
+    /// Queues a request for the writer, waiting while its channel is full.
+    async fn send_outgoing(&self, item: Outgoing) -> Result<(), Close> {
         tokio::select! {
-            sent = self.outgoing.send(Outgoing::Packet(packet)) => {
-                sent.map_err(|_| Close::WriterStopped)
-            }
-            reason = self.handle.control().stopped() => Err(Close::Requested(reason)),
+            sent = self.outgoing.send(item) => sent.map_err(|_| Close::WriterStopped),
+            request = self.handle.control().stopped() => Err(Close::Requested(request)),
         }
     }
 
@@ -361,16 +436,39 @@ impl Connection {
 // === impl Close ===
 
 impl Close {
-    /// Returns the reason of the DISCONNECT that a 5.0 client is sent, or `None` when the
-    /// client ended the connection itself.
-    fn disconnect_reason(&self) -> Option<ReasonCode> {
+    /// Builds the DISCONNECT that a 5.0 client is sent, or `None` when the client ended the
+    /// connection itself. It carries the Server Reference of a redirection, and a Reason String
+    /// for violations and keep-alive expiry, which MQTT 5.0 allows on DISCONNECT regardless of
+    /// Request Problem Information.
+    fn disconnect_packet(&self, keep_alive: u16) -> Option<Disconnect> {
+        let (reason, reason_string, server_reference) = match self {
+            Close::Disconnected(_) | Close::PeerClosed | Close::ReadFailed(_) => return None,
+            Close::WriterStopped => return None,
+            Close::KeepAliveExpired => {
+                let detail =
+                    format!("no packet received within 1.5 times the keep-alive of {keep_alive} s");
+                (ReasonCode::KEEP_ALIVE_TIMEOUT, Some(detail), None)
+            }
+            Close::Violation { reason, detail } => (*reason, Some(detail.clone()), None),
+            Close::Requested(request) => (request.reason, None, request.server_reference.clone()),
+            Close::SessionLost => (ReasonCode::SESSION_TAKEN_OVER, None, None),
+        };
+        Some(Disconnect {
+            reason,
+            properties: Properties {
+                reason_string: reason_string.map(ByteStr::from),
+                server_reference: server_reference.map(ByteStr::from),
+                ..Properties::default()
+            },
+        })
+    }
+
+    /// Reports whether the will is published: on every end but DISCONNECT 0x00 from the
+    /// client, which also covers every 3.x DISCONNECT.
+    fn publishes_will(&self) -> bool {
         match self {
-            Close::Disconnected(_) | Close::PeerClosed | Close::ReadFailed(_) => None,
-            Close::WriterStopped => None,
-            Close::KeepAliveExpired => Some(ReasonCode::KEEP_ALIVE_TIMEOUT),
-            Close::Violation { reason, .. } => Some(*reason),
-            Close::Requested(reason) => Some(*reason),
-            Close::SessionLost => Some(ReasonCode::SESSION_TAKEN_OVER),
+            Close::Disconnected(reason) => *reason == ReasonCode::DISCONNECT_WITH_WILL_MESSAGE,
+            _ => true,
         }
     }
 
@@ -393,7 +491,13 @@ impl fmt::Display for Close {
             Close::Violation { reason, detail } => {
                 write!(f, "protocol violation 0x{:02X}: {detail}", reason.0)
             }
-            Close::Requested(reason) => write!(f, "server closed it with 0x{:02X}", reason.0),
+            Close::Requested(request) => {
+                write!(f, "server closed it with 0x{:02X}", request.reason.0)?;
+                match &request.server_reference {
+                    Some(reference) => write!(f, ", server reference {reference:?}"),
+                    None => Ok(()),
+                }
+            }
             Close::SessionLost => f.write_str("session taken over by another connection"),
         }
     }

@@ -1,12 +1,15 @@
-//! The MQTT session as a sans-I/O state machine: everything that outlives one network connection
-//! (subscriptions, outbound QoS 1 and QoS 2 state, the message queue, inbound QoS 2 packet ids)
-//! and the rules for what to send next.
+//! The MQTT session as a sans-I/O state machine, with the rules for what to send next. It
+//! contains everything that outlives one network connection: subscriptions, outbound QoS 1 and
+//! QoS 2 state, the message queue, inbound QoS 2 packet ids and the will message.
 //!
 //! The session never reads a clock or touches a socket. Events come in through `handle_*`
 //! methods, with `now` passed in where time matters, and the packets to send come out of
 //! [`Session::poll_transmit`]. The instance keeps each session behind a mutex that is held only
 //! for one call, and the connection task that owns the session drains `poll_transmit` into its
 //! write buffer.
+
+mod queue;
+mod will;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -16,6 +19,9 @@ use switchyard_codec::{Ack, Packet, ProtocolVersion, QoS, ReasonCode, encoded_le
 use crate::ids::{ClientId, ConnectionId};
 use crate::message::Delivery;
 use crate::subscriptions::Subscriber;
+use crate::will::WillMessage;
+use queue::{Queue, is_of_share};
+use will::DelayedWill;
 
 #[cfg(test)]
 mod tests;
@@ -45,6 +51,10 @@ pub(crate) struct Session {
     queue: Queue,
     /// Packet ids of inbound QoS 2 PUBLISH packets delivered but not yet released by PUBREL.
     inbound_unreleased: HashSet<u16>,
+    /// The will of the attached connection.
+    will: Option<WillMessage>,
+    /// The will of a connection that ended, waiting for its Will Delay Interval.
+    delayed_will: Option<DelayedWill>,
     stats: SessionStats,
 }
 
@@ -136,16 +146,6 @@ enum Awaiting {
     PubComp,
 }
 
-/// Messages not yet sent, oldest first, in two lanes so the oldest QoS 0 message can be dropped
-/// first without a scan. Sequence numbers keep the original order across lanes.
-#[derive(Debug)]
-struct Queue {
-    at_most_once: VecDeque<(u64, Delivery)>,
-    reliable: VecDeque<(u64, Delivery)>,
-    next_sequence: u64,
-    capacity: usize,
-}
-
 // === impl Session ===
 
 impl Session {
@@ -173,6 +173,8 @@ impl Session {
             next_packet_id: 1,
             queue: Queue::new(max_queued_messages.max(1)),
             inbound_unreleased: HashSet::new(),
+            will: None,
+            delayed_will: None,
             stats: SessionStats::default(),
         }
     }
@@ -259,6 +261,14 @@ impl Session {
         self.subscriptions
             .insert(filter.to_owned(), subscriber)
             .is_some()
+    }
+
+    pub(crate) fn has_subscription(&self, filter: &str) -> bool {
+        self.subscriptions.contains_key(filter)
+    }
+
+    pub(crate) fn subscription_count(&self) -> usize {
+        self.subscriptions.len()
     }
 
     /// Forgets a subscription, returning whether it existed.
@@ -415,6 +425,33 @@ impl Session {
         self.inbound_unreleased.remove(&packet_id)
     }
 
+    /// Removes and returns the deliveries of the shared subscription `share` (of every shared
+    /// subscription when `share` is `None`) that another member of the group can take over:
+    /// the queued ones, and with `include_inflight` the QoS 1 messages awaiting PUBACK.
+    ///
+    /// QoS 2 messages in flight stay, because once a QoS 2 PUBLISH went out the server must
+    /// finish it with this client, and must not send it to another client if the session ends
+    /// first [MQTT-4.8.2-4, MQTT-4.8.2-5 in 5.0]. Resending a QoS 1 message elsewhere is what the
+    /// standard recommends when the session ends.
+    pub(crate) fn take_shared_deliveries(
+        &mut self,
+        share: Option<&str>,
+        include_inflight: bool,
+    ) -> Vec<Delivery> {
+        let mut taken = Vec::new();
+        if include_inflight {
+            let (moved, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.inflight)
+                .into_iter()
+                .partition(|entry| {
+                    entry.awaiting == Awaiting::PubAck && is_of_share(&entry.delivery, share)
+                });
+            self.inflight = kept;
+            taken.extend(moved.into_iter().map(|entry| entry.delivery));
+        }
+        taken.extend(self.queue.take_shared(share));
+        taken
+    }
+
     /// Returns the number of messages waiting in the queue.
     #[cfg(test)]
     pub(crate) fn queued_len(&self) -> usize {
@@ -478,62 +515,6 @@ impl Session {
         match self.link.max_packet_size {
             Some(max) => encoded_len(packet, self.link.version) <= max as usize,
             None => true,
-        }
-    }
-}
-
-// === impl Queue ===
-
-impl Queue {
-    fn new(capacity: usize) -> Queue {
-        Queue {
-            at_most_once: VecDeque::new(),
-            reliable: VecDeque::new(),
-            next_sequence: 0,
-            capacity,
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.at_most_once.len() + self.reliable.len()
-    }
-
-    /// Drops the oldest QoS 0 message, or else the oldest message, if the queue is full.
-    /// Returns whether it dropped one.
-    fn make_room(&mut self) -> bool {
-        if self.len() < self.capacity {
-            return false;
-        }
-        if self.at_most_once.pop_front().is_none() {
-            self.reliable.pop_front();
-        }
-        true
-    }
-
-    fn push(&mut self, delivery: Delivery) {
-        let sequence = self.next_sequence;
-        self.next_sequence += 1;
-        if delivery.qos == QoS::AtMostOnce {
-            self.at_most_once.push_back((sequence, delivery));
-        } else {
-            self.reliable.push_back((sequence, delivery));
-        }
-    }
-
-    /// Removes the oldest message that can be sent now: a QoS 1 or 2 message only when
-    /// `window_open`.
-    fn pop(&mut self, window_open: bool) -> Option<(u64, Delivery)> {
-        let reliable_next = match (self.reliable.front(), self.at_most_once.front()) {
-            (Some(_), None) => window_open,
-            (Some((reliable, _)), Some((at_most_once, _))) => {
-                window_open && reliable < at_most_once
-            }
-            (None, _) => false,
-        };
-        if reliable_next {
-            self.reliable.pop_front()
-        } else {
-            self.at_most_once.pop_front()
         }
     }
 }

@@ -64,6 +64,7 @@ fn delivery_with_payload(
         qos,
         retain: false,
         subscription_ids: Vec::new(),
+        share: None,
     }
 }
 
@@ -567,4 +568,59 @@ fn subscriptions_are_recorded_and_forgotten() {
     assert_eq!(filters, ["a/+", "b/#"]);
     assert!(session.handle_unsubscribe("a/+"));
     assert!(!session.handle_unsubscribe("a/+"));
+}
+
+fn shared_delivery(topic: &str, qos: QoS, share: &str, now: Instant) -> Delivery {
+    let mut shared = delivery(topic, qos, now);
+    shared.share = Some(Arc::from(share));
+    shared
+}
+
+#[test]
+fn shared_queued_messages_are_taken_in_order() {
+    let now = Instant::now();
+    let mut session = Session::new(ClientId::new("client"), 60, 100);
+    session.handle_deliver(shared_delivery("a", QoS::AtLeastOnce, "$share/g/t", now));
+    session.handle_deliver(delivery("own", QoS::AtLeastOnce, now));
+    session.handle_deliver(shared_delivery(
+        "b",
+        QoS::ExactlyOnce,
+        "$share/other/t",
+        now,
+    ));
+    session.handle_deliver(shared_delivery("c", QoS::AtLeastOnce, "$share/g/t", now));
+
+    let taken = session.take_shared_deliveries(Some("$share/g/t"), false);
+    let topics: Vec<&str> = taken.iter().map(|d| d.message.topic.as_str()).collect();
+    assert_eq!(topics, ["a", "c"]);
+    assert_eq!(session.queued_len(), 2);
+
+    let rest = session.take_shared_deliveries(None, false);
+    let topics: Vec<&str> = rest.iter().map(|d| d.message.topic.as_str()).collect();
+    assert_eq!(topics, ["b"]);
+    assert_eq!(session.queued_len(), 1);
+}
+
+#[test]
+fn shared_inflight_qos1_is_taken_and_qos2_stays() {
+    let now = Instant::now();
+    let mut session = online_session(10);
+    session.handle_deliver(shared_delivery("q1", QoS::AtLeastOnce, "$share/g/t", now));
+    session.handle_deliver(shared_delivery("q2", QoS::ExactlyOnce, "$share/g/t", now));
+    session.handle_deliver(delivery("own", QoS::AtLeastOnce, now));
+    drain_topics(&mut session, now);
+    assert_eq!(session.inflight_len(), 3);
+
+    let without_inflight = session.take_shared_deliveries(None, false);
+    assert!(without_inflight.is_empty());
+
+    let taken = session.take_shared_deliveries(None, true);
+    let topics: Vec<&str> = taken.iter().map(|d| d.message.topic.as_str()).collect();
+    assert_eq!(topics, ["q1"]);
+    assert_eq!(session.inflight_len(), 2);
+    assert_eq!(session.handle_puback(1), AckOutcome::Unknown);
+    assert_eq!(
+        session.handle_pubrec(2, ReasonCode::SUCCESS),
+        AckOutcome::Accepted
+    );
 }

@@ -182,7 +182,7 @@ fn publish_topic_alias_0() {
     assert_reason(
         &[0x30, 0x07, 0x00, 0x01, b'a', 0x03, 0x23, 0x00, 0x00],
         V5,
-        PROTOCOL_ERROR,
+        ReasonCode::TOPIC_ALIAS_INVALID,
     );
 }
 

@@ -1,0 +1,323 @@
+//! The life of sessions in an instance: opening and resuming them for new connections, closing
+//! them when connections end, ending them on a clean start or at expiry, their subscriptions,
+//! and the will messages that fall due along the way.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use switchyard_codec::ReasonCode;
+use switchyard_codec::topic::parse_shared_subscription;
+use tracing::info;
+
+use super::{Instance, OpenedSession, Registry, SessionSlot, lock};
+use crate::ids::{ClientId, ConnectionId};
+use crate::negotiate::Negotiated;
+use crate::session::{Link, Session};
+use crate::subscriptions::Subscriber;
+use crate::will::WillMessage;
+
+/// Result of [`Instance::subscribe`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SubscribeOutcome {
+    /// The subscription is in place. `replaced` is true when it replaced one with the same
+    /// filter.
+    Subscribed { replaced: bool },
+    /// The session has `max_subscriptions_per_client` subscriptions already.
+    QuotaExceeded,
+    /// Another connection took the session over.
+    SessionLost,
+}
+
+impl Instance {
+    /// Attaches `connection` to the session of the negotiated client id, creating it or
+    /// resuming it, and requests a connection that owned the session to close with 0x8E (session
+    /// taken over). `will` is the will of the new connection.
+    ///
+    /// With `clean_start`, or when the old session has expired, the old session ends (its
+    /// subscriptions are discarded and its will, if any, is published) and a new one is
+    /// created. A resumed session cancels the delayed will of the previous connection.
+    pub(crate) fn open_session(
+        &self,
+        negotiated: &Negotiated,
+        clean_start: bool,
+        connection: ConnectionId,
+        link: Link,
+        will: Option<WillMessage>,
+        now: Instant,
+    ) -> OpenedSession {
+        let client_id = &negotiated.client_id;
+        let mut due_wills = Vec::new();
+        let (opened, previous_owner) = {
+            let mut registry = self.write_registry();
+            let existing = registry.sessions.get(client_id).cloned();
+            let previous_owner = existing.as_ref().and_then(|slot| slot.lock().owner());
+            let resumed = match existing {
+                Some(slot) if !clean_start && !slot.lock().is_expired(now) => Some(slot),
+                Some(slot) => {
+                    due_wills.extend(self.end_session(&mut registry, &slot));
+                    None
+                }
+                None => None,
+            };
+            let opened = match resumed {
+                Some(slot) => {
+                    let mut session = slot.lock();
+                    due_wills.extend(session.handle_reconnect());
+                    session.handle_expiry_interval(negotiated.session_expiry);
+                    session.handle_attach(connection, link);
+                    session.handle_will(will);
+                    drop(session);
+                    OpenedSession {
+                        slot,
+                        session_present: true,
+                    }
+                }
+                None => {
+                    let slot =
+                        self.create_session(&mut registry, negotiated, connection, link, will);
+                    OpenedSession {
+                        slot,
+                        session_present: false,
+                    }
+                }
+            };
+            (opened, previous_owner)
+        };
+
+        self.publish_wills(client_id, due_wills);
+        if let Some(owner) = previous_owner {
+            let handle = lock(&self.connections).get(&owner).cloned();
+            if let Some(handle) = handle {
+                info!(instance = %self.id(), %client_id, "Session taken over by a new connection");
+                handle.disconnect(ReasonCode::SESSION_TAKEN_OVER);
+            }
+        }
+        opened
+    }
+
+    /// Creates the session of the negotiated client id, attached to `connection`.
+    fn create_session(
+        &self,
+        registry: &mut Registry,
+        negotiated: &Negotiated,
+        connection: ConnectionId,
+        link: Link,
+        will: Option<WillMessage>,
+    ) -> Arc<SessionSlot> {
+        let client_id = negotiated.client_id.clone();
+        let mut session = Session::new(
+            client_id.clone(),
+            negotiated.session_expiry,
+            self.settings.max_queued_messages,
+        );
+        session.handle_attach(connection, link);
+        session.handle_will(will);
+        let slot = Arc::new(SessionSlot::new(session));
+        registry.sessions.insert(client_id, Arc::clone(&slot));
+        slot
+    }
+
+    /// Detaches `connection` from its session at `now`. `publish_will` is false when the client
+    /// ended the connection with DISCONNECT 0x00, which deletes the will.
+    ///
+    /// A session with expiry interval 0 ends at once. Any other gets a timer that ends it when
+    /// it expires, and a will with a delay gets a timer of its own. Does nothing when another
+    /// connection has taken the session over, because the takeover handled the will.
+    pub(crate) fn close_session(
+        self: &Arc<Self>,
+        slot: &Arc<SessionSlot>,
+        connection: ConnectionId,
+        now: Instant,
+        publish_will: bool,
+    ) {
+        let mut registry = self.write_registry();
+        let mut session = slot.lock();
+        if !session.handle_detach(connection, now) {
+            return;
+        }
+        let client_id = session.client_id().clone();
+        let mut due_wills: Vec<WillMessage> = session
+            .handle_close_will(publish_will, now)
+            .into_iter()
+            .collect();
+        if session.expiry_interval() == 0 {
+            drop(session);
+            due_wills.extend(self.end_session(&mut registry, slot));
+            drop(registry);
+            self.publish_wills(&client_id, due_wills);
+            return;
+        }
+        let expiry_deadline = session.poll_expiry();
+        let will_deadline = session.poll_will();
+        drop(session);
+        drop(registry);
+
+        self.publish_wills(&client_id, due_wills);
+        if let Some(deadline) = will_deadline {
+            // The session's end publishes the will too, so a timer past it would only wait.
+            let deadline = expiry_deadline.map_or(deadline, |expiry| deadline.min(expiry));
+            self.schedule_will(Arc::clone(slot), client_id.clone(), deadline);
+        }
+        if let Some(deadline) = expiry_deadline {
+            self.schedule_expiry(Arc::clone(slot), client_id, deadline);
+        }
+    }
+
+    /// Adds a subscription for the session in `slot`, which `connection` must own, unless the
+    /// session has `max_subscriptions_per_client` other subscriptions already.
+    pub(crate) fn subscribe(
+        &self,
+        slot: &Arc<SessionSlot>,
+        connection: ConnectionId,
+        filter: &str,
+        subscriber: Subscriber,
+    ) -> SubscribeOutcome {
+        let mut registry = self.write_registry();
+        let mut session = slot.lock();
+        if !session.is_owned_by(connection) {
+            return SubscribeOutcome::SessionLost;
+        }
+        let is_new = !session.has_subscription(filter);
+        if is_new && session.subscription_count() >= self.settings.max_subscriptions_per_client {
+            return SubscribeOutcome::QuotaExceeded;
+        }
+        let client_id = session.client_id().clone();
+        let replaced = session.handle_subscribe(filter, subscriber);
+        drop(session);
+        registry.subscriptions.insert(filter, client_id, subscriber);
+        SubscribeOutcome::Subscribed { replaced }
+    }
+
+    /// Removes a subscription of the session in `slot`, which `connection` must own. Returns
+    /// whether it existed, or `None` when the connection lost the session.
+    ///
+    /// Leaving a shared subscription hands the session's queued messages of that group to the
+    /// remaining members.
+    pub(crate) fn unsubscribe(
+        &self,
+        slot: &Arc<SessionSlot>,
+        connection: ConnectionId,
+        filter: &str,
+    ) -> Option<bool> {
+        let mut registry = self.write_registry();
+        let mut session = slot.lock();
+        if !session.is_owned_by(connection) {
+            return None;
+        }
+        let client_id = session.client_id().clone();
+        let existed = session.handle_unsubscribe(filter);
+        let is_shared = matches!(parse_shared_subscription(filter), Ok(Some(_)));
+        let handed_over = if existed && is_shared {
+            session.take_shared_deliveries(Some(filter), false)
+        } else {
+            Vec::new()
+        };
+        drop(session);
+        registry.subscriptions.remove(filter, &client_id);
+        self.hand_over(&registry, handed_over);
+        Some(existed)
+    }
+
+    /// Ends the session in `slot` and returns the will that falls due because it ends.
+    ///
+    /// The attached connection, if any, no longer owns the session. Its subscriptions leave the
+    /// tree, and its messages of shared subscriptions go to the other members of each group.
+    /// The registry entry is removed if it still maps the client id to `slot`.
+    ///
+    /// The caller must not hold the lock of `slot`.
+    fn end_session(&self, registry: &mut Registry, slot: &Arc<SessionSlot>) -> Option<WillMessage> {
+        let mut session = slot.lock();
+        session.handle_discard();
+        let client_id = session.client_id().clone();
+        let filters: Vec<String> = session.subscription_filters().map(str::to_owned).collect();
+        let handed_over = session.take_shared_deliveries(None, true);
+        let will = session.take_will_at_end();
+        drop(session);
+
+        for filter in &filters {
+            registry.subscriptions.remove(filter, &client_id);
+        }
+        let current = registry.sessions.get(&client_id);
+        if current.is_some_and(|current| Arc::ptr_eq(current, slot)) {
+            registry.sessions.remove(&client_id);
+        }
+        self.hand_over(registry, handed_over);
+        will
+    }
+
+    /// Starts a timer that ends the offline session in `slot` at `deadline`, unless the client
+    /// came back or the session was replaced by then. The timer holds no strong reference, so
+    /// it does not keep a dropped instance alive.
+    fn schedule_expiry(
+        self: &Arc<Self>,
+        slot: Arc<SessionSlot>,
+        client_id: ClientId,
+        deadline: Instant,
+    ) {
+        let instance = Arc::downgrade(self);
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = sleep => {
+                    if let Some(instance) = instance.upgrade() {
+                        instance.expire_session(&slot, &client_id);
+                    }
+                }
+            }
+        });
+    }
+
+    fn expire_session(&self, slot: &Arc<SessionSlot>, client_id: &ClientId) {
+        let now = tokio::time::Instant::now().into_std();
+        let mut registry = self.write_registry();
+        if !slot.lock().is_expired(now) {
+            return;
+        }
+        let current = registry.sessions.get(client_id);
+        if !current.is_some_and(|current| Arc::ptr_eq(current, slot)) {
+            return;
+        }
+        let will = self.end_session(&mut registry, slot);
+        drop(registry);
+        info!(instance = %self.id(), %client_id, "Session expired");
+        self.publish_wills(client_id, will.into_iter().collect());
+    }
+
+    /// Starts a timer that publishes the delayed will of the session in `slot` at `deadline`,
+    /// unless the client came back or the session ended by then.
+    fn schedule_will(
+        self: &Arc<Self>,
+        slot: Arc<SessionSlot>,
+        client_id: ClientId,
+        deadline: Instant,
+    ) {
+        let instance = Arc::downgrade(self);
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline));
+            tokio::select! {
+                () = stopping.cancelled() => {}
+                () = sleep => {
+                    let Some(instance) = instance.upgrade() else {
+                        return;
+                    };
+                    let now = tokio::time::Instant::now().into_std();
+                    let will = slot.lock().take_due_will(now);
+                    instance.publish_wills(&client_id, will.into_iter().collect());
+                }
+            }
+        });
+    }
+
+    /// Publishes the wills of `client_id` that fell due, as the client would publish them.
+    fn publish_wills(&self, client_id: &ClientId, wills: Vec<WillMessage>) {
+        for will in wills {
+            let now = tokio::time::Instant::now().into_std();
+            let topic = will.topic.clone();
+            let receivers = self.publish(will.to_message(client_id, now));
+            info!(instance = %self.id(), %client_id, %topic, receivers, "Will message published");
+        }
+    }
+}
