@@ -2,8 +2,8 @@
 //! response.
 //!
 //! 1. The method is GET or POST (`UnsupportedHTTPMethod`).
-//! 2. The body fits `max_body_bytes` (`RequestBodyTooLarge`) and is a form when not empty
-//!    (`UnsupportedMediaType`).
+//! 2. The body arrives within `request_timeout` (408 `RequestTimeout`), fits `max_body_bytes`
+//!    (`RequestBodyTooLarge`) and is a form when not empty (`UnsupportedMediaType`).
 //! 3. Query string and form body parse, names unique (`InvalidParameter`).
 //! 4. `Action` and `Version` are present, from parameters or `x-acs-*` headers (`MissingAction`,
 //!    `MissingVersion`), the version is `2020-04-20` (`InvalidVersion`), the action exists
@@ -13,9 +13,13 @@
 //! 7. The nonce is new (`SignatureNonceUsed`) and the nonce cache has room (503
 //!    `ServiceUnavailable`).
 //! 8. The action handler runs: parameters, then RAM policy, then backend.
+//!
+//! Steps 3 to 8 must end within what is left of `request_timeout` after the body has arrived,
+//! or the request fails with 503 `ServiceUnavailable`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
@@ -43,6 +47,8 @@ pub(crate) const API_VERSION: &str = "2020-04-20";
 pub(crate) struct Gateway {
     pub(crate) keys: KeyStore,
     pub(crate) max_body_bytes: usize,
+    /// Time from a complete request head to the response; see [`crate::ApiSettings`].
+    pub(crate) request_timeout: Duration,
     pub(crate) nonce_cache_capacity: usize,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) nonces: NonceCache,
@@ -145,12 +151,33 @@ impl Gateway {
         if parts.method != Method::GET && parts.method != Method::POST {
             return Err(ApiError::unsupported_method(parts.method.as_str()));
         }
-        let body = self.read_body(body).await?;
+        let started = tokio::time::Instant::now();
+        let body = match tokio::time::timeout(self.request_timeout, self.read_body(body)).await {
+            Ok(body) => body?,
+            Err(_elapsed) => return Err(ApiError::request_timeout(self.request_timeout)),
+        };
 
+        let remaining = self.request_timeout.saturating_sub(started.elapsed());
+        let handling = self.check_and_run(request_id, parts, &body, source_ip, summary);
+        match tokio::time::timeout(remaining, handling).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(ApiError::handling_timeout(self.request_timeout)),
+        }
+    }
+
+    /// Runs steps 3 to 8 on a request whose body has been read.
+    async fn check_and_run(
+        &self,
+        request_id: &str,
+        parts: &Parts,
+        body: &[u8],
+        source_ip: Option<IpAddr>,
+        summary: &mut RequestSummary,
+    ) -> Result<ActionOutput, ApiError> {
         let query_text = parts.uri.query().unwrap_or_default();
         let query = parse_urlencoded(query_text.as_bytes(), ParamSource::Query)
             .map_err(|error| ApiError::invalid_params(&error))?;
-        let form = parse_form(&parts.headers, &body)?;
+        let form = parse_form(&parts.headers, body)?;
         let params =
             Params::merge(&query, &form).map_err(|error| ApiError::invalid_params(&error))?;
 
@@ -172,7 +199,7 @@ impl Gateway {
             headers: &parts.headers,
             query: &query,
             params: &params,
-            body: &body,
+            body,
             action_in_params,
             version_in_params,
         };

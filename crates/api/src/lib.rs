@@ -42,7 +42,9 @@
 //! - `actions`: one module per action family; `actions::find` maps an action name to its
 //!   handler.
 //! - `backend`: [`DisasterRecoveryBackend`], which the actions call.
-//! - `server`: [`ApiSettings`], [`ApiServer`], its router and serve loop.
+//! - `server`: [`ApiSettings`], [`ApiServer`] and its router.
+//! - `listener`: the accept loop with the `max_connections` cap, and the header, idle and
+//!   shutdown deadlines of each connection.
 //! - [`client`]: request builders that sign as the SDKs do, for the load generator and tests.
 
 mod account;
@@ -54,6 +56,7 @@ mod clock;
 mod encoding;
 mod errors;
 mod gateway;
+mod listener;
 mod nonce;
 mod ram;
 mod server;

@@ -1,18 +1,20 @@
-//! Settings, the [`ApiServer`], its router and its serve loop.
+//! Settings, the [`ApiServer`] and its router. The serve loop is in `listener`.
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::any;
+use tokio::sync::Semaphore;
 
 use crate::account::{Account, KeyStore};
 use crate::actions::Services;
 use crate::backend::DisasterRecoveryBackend;
 use crate::clock::Clock;
 use crate::gateway::{self, Gateway};
+use crate::listener::{self, ConnectionLimits};
 use crate::nonce::NonceCache;
 use crate::throttle::Throttle;
 
@@ -30,6 +32,22 @@ pub struct ApiSettings {
     pub nonce_cache_capacity: usize,
     /// Largest request body accepted, in bytes. Default 1 MiB.
     pub max_body_bytes: usize,
+    /// Connections served at once. At the cap the server accepts no more until one closes, so
+    /// further clients wait in the kernel's listen backlog and hold no file descriptor of this
+    /// process. Default 1024.
+    pub max_connections: usize,
+    /// Time a client has to send a complete request head (request line and headers), counted
+    /// from the connection's opening, or on a kept-alive connection from the head's first
+    /// byte. When it runs out the connection is closed without a response. Default 10 s.
+    pub header_read_timeout: Duration,
+    /// Time from a complete request head to the response, body reading included. A body still
+    /// incomplete at the end gets 408 `RequestTimeout` and the connection is closed, and a
+    /// request still being handled gets 503 `ServiceUnavailable`. It also bounds how long
+    /// shutdown waits for requests in flight. Default 30 s.
+    pub request_timeout: Duration,
+    /// Time a kept-alive connection may wait, after a response is ready, for the first byte of
+    /// its next request before it is closed. Default 60 s.
+    pub idle_timeout: Duration,
 }
 
 impl Default for ApiSettings {
@@ -39,6 +57,10 @@ impl Default for ApiSettings {
             throttle_burst: 200,
             nonce_cache_capacity: 200_000,
             max_body_bytes: 1024 * 1024,
+            max_connections: 1024,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -60,16 +82,25 @@ pub enum ConfigError {
     DuplicateAccessKey { id: String },
     #[error("setting {name} is 0; it must be at least 1")]
     ZeroSetting { name: &'static str },
+    #[error("setting {name} is 0; set a duration longer than 0")]
+    ZeroTimeout { name: &'static str },
+    #[error("setting {name} is {value}; it must be at most {max}")]
+    SettingTooLarge {
+        name: &'static str,
+        value: usize,
+        max: usize,
+    },
 }
 
 /// The OnsMqtt management API server.
 pub struct ApiServer {
     gateway: Arc<Gateway>,
+    connection_limits: ConnectionLimits,
 }
 
 impl ApiServer {
     /// Builds the server. Fails when an AccessKey id is used twice, an id or secret is empty,
-    /// or a setting is 0.
+    /// a setting is 0, or `max_connections` is above [`Semaphore::MAX_PERMITS`].
     pub fn new(
         accounts: Vec<Account>,
         settings: ApiSettings,
@@ -84,15 +115,40 @@ impl ApiServer {
             ("throttle_burst", settings.throttle_burst as usize),
             ("nonce_cache_capacity", settings.nonce_cache_capacity),
             ("max_body_bytes", settings.max_body_bytes),
+            ("max_connections", settings.max_connections),
         ];
         for (name, value) in nonzero {
             if value == 0 {
                 return Err(ConfigError::ZeroSetting { name });
             }
         }
+        let timeouts = [
+            ("header_read_timeout", settings.header_read_timeout),
+            ("request_timeout", settings.request_timeout),
+            ("idle_timeout", settings.idle_timeout),
+        ];
+        for (name, value) in timeouts {
+            if value.is_zero() {
+                return Err(ConfigError::ZeroTimeout { name });
+            }
+        }
+        if settings.max_connections > Semaphore::MAX_PERMITS {
+            return Err(ConfigError::SettingTooLarge {
+                name: "max_connections",
+                value: settings.max_connections,
+                max: Semaphore::MAX_PERMITS,
+            });
+        }
+        let connection_limits = ConnectionLimits {
+            max_connections: settings.max_connections,
+            header_read_timeout: settings.header_read_timeout,
+            request_timeout: settings.request_timeout,
+            idle_timeout: settings.idle_timeout,
+        };
         let gateway = Gateway {
             keys: KeyStore::new(accounts)?,
             max_body_bytes: settings.max_body_bytes,
+            request_timeout: settings.request_timeout,
             nonce_cache_capacity: settings.nonce_cache_capacity,
             clock,
             nonces: NonceCache::new(settings.nonce_cache_capacity),
@@ -101,12 +157,14 @@ impl ApiServer {
         };
         Ok(Self {
             gateway: Arc::new(gateway),
+            connection_limits,
         })
     }
 
-    /// Returns the router: every method on `/`, and a JSON 404 for other paths. To give
-    /// backends the caller's address, serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()`, as [`ApiServer::serve`] does.
+    /// Returns the router: every method on `/`, and a JSON 404 for other paths. The gateway
+    /// applies `request_timeout` and `max_body_bytes`, but the connection limits and the other
+    /// timeouts are enforced only by [`ApiServer::serve`]. To give backends the caller's
+    /// address, serve it with `into_make_service_with_connect_info::<SocketAddr>()`.
     pub fn router(self) -> Router {
         Router::new()
             .route("/", any(gateway::handle))
@@ -114,25 +172,26 @@ impl ApiServer {
             .with_state(self.gateway)
     }
 
-    /// Serves HTTP/1.1 on `listener` until `shutdown` completes, then finishes the requests in
-    /// flight and returns.
+    /// Serves HTTP/1.1 on `listener` until `shutdown` completes, with the connection cap and
+    /// timeouts of [`ApiSettings`]. At shutdown it stops accepting, closes idle connections,
+    /// lets requests in flight finish for at most `request_timeout`, then closes the rest and
+    /// returns. Accept errors pause the loop instead of ending it, so the only error is a
+    /// listener without a local address.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         let address = listener.local_addr()?;
-        tracing::info!(%address, "OnsMqtt API listening");
-        let service = self
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let result = axum::serve(listener, service)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        match &result {
-            Ok(()) => tracing::info!(%address, "OnsMqtt API stopped"),
-            Err(error) => tracing::error!(%address, %error, "OnsMqtt API stopped with an error"),
-        }
-        result
+        let limits = self.connection_limits;
+        tracing::info!(
+            %address,
+            max_connections = limits.max_connections,
+            "OnsMqtt API listening"
+        );
+        let router = self.router();
+        listener::serve(listener, router, limits, shutdown).await;
+        tracing::info!(%address, "OnsMqtt API stopped");
+        Ok(())
     }
 }

@@ -136,12 +136,14 @@ pub struct BackendCall {
     pub target_instance_id: String,
 }
 
-/// A backend that records its calls and returns `failure` when one is set.
+/// A backend that records its calls and returns `failure` when one is set, after waiting
+/// `delay` when one is set.
 #[derive(Default)]
 pub struct RecordingBackend {
     pub calls: Mutex<Vec<BackendCall>>,
     pub failure: Mutex<Option<ServiceError>>,
     pub regions: Mutex<HashMap<String, String>>,
+    pub delay: Mutex<StdDuration>,
 }
 
 impl RecordingBackend {
@@ -152,6 +154,20 @@ impl RecordingBackend {
     pub fn fail_with(&self, error: ServiceError) {
         if let Ok(mut failure) = self.failure.lock() {
             *failure = Some(error);
+        }
+    }
+
+    /// Makes every later call wait `delay` after it is recorded and before it returns.
+    pub fn delay_calls(&self, delay: StdDuration) {
+        if let Ok(mut current) = self.delay.lock() {
+            *current = delay;
+        }
+    }
+
+    async fn wait_delay(&self) {
+        let delay = self.delay.lock().map(|d| *d).unwrap_or_default();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
     }
 
@@ -190,7 +206,11 @@ impl DisasterRecoveryBackend for RecordingBackend {
         instance_id: &'a str,
         downgrade_instance_id: &'a str,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move { self.record("downgrade", ctx, instance_id, downgrade_instance_id) })
+        Box::pin(async move {
+            let result = self.record("downgrade", ctx, instance_id, downgrade_instance_id);
+            self.wait_delay().await;
+            result
+        })
     }
 
     fn recover<'a>(
@@ -199,7 +219,11 @@ impl DisasterRecoveryBackend for RecordingBackend {
         instance_id: &'a str,
         recovery_instance_id: &'a str,
     ) -> BackendFuture<'a, ()> {
-        Box::pin(async move { self.record("recover", ctx, instance_id, recovery_instance_id) })
+        Box::pin(async move {
+            let result = self.record("recover", ctx, instance_id, recovery_instance_id);
+            self.wait_delay().await;
+            result
+        })
     }
 
     fn instance_region(&self, instance_id: &str) -> Option<String> {
@@ -289,19 +313,108 @@ impl TestServer {
 
     /// Writes `bytes` as one request on a new connection and reads the reply.
     pub async fn send_raw(&self, bytes: &[u8]) -> Reply {
-        let exchange = async {
-            let mut stream = TcpStream::connect(self.addr).await?;
-            stream.write_all(bytes).await?;
-            let mut received = Vec::new();
-            stream.read_to_end(&mut received).await?;
-            Ok::<_, std::io::Error>(received)
-        };
-        let received = tokio::time::timeout(StdDuration::from_secs(10), exchange)
-            .await
-            .expect("the server replies within 10 s")
-            .expect("the exchange succeeds");
-        Reply::parse(&received)
+        send_raw_to(self.addr, bytes).await
     }
+
+    /// Opens a connection to the server.
+    pub async fn connect(&self) -> TcpStream {
+        TcpStream::connect(self.addr)
+            .await
+            .expect("connect to the test server")
+    }
+
+    /// Completes the shutdown signal and waits for `serve` to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        match self.task.take() {
+            Some(task) => task.await.map_err(std::io::Error::other)?,
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes `bytes` as one request on a new connection to `addr` and reads the reply until the
+/// server closes the connection.
+pub async fn send_raw_to(addr: SocketAddr, bytes: &[u8]) -> Reply {
+    let exchange = async {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.write_all(bytes).await?;
+        let mut received = Vec::new();
+        stream.read_to_end(&mut received).await?;
+        Ok::<_, std::io::Error>(received)
+    };
+    let received = tokio::time::timeout(StdDuration::from_secs(10), exchange)
+        .await
+        .expect("the server replies within 10 s")
+        .expect("the exchange succeeds");
+    Reply::parse(&received)
+}
+
+/// Reads one response with a `content-length` from a connection that stays open.
+pub async fn read_response(stream: &mut TcpStream) -> Reply {
+    let read = async {
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(head_end) = find_head_end(&received) {
+                let body_length = content_length(&received[..head_end]);
+                if received.len() >= head_end + body_length {
+                    received.truncate(head_end + body_length);
+                    return Ok::<_, std::io::Error>(received);
+                }
+            }
+            let count = stream.read(&mut chunk).await?;
+            if count == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the server closed the connection before the response ended",
+                ));
+            }
+            received.extend_from_slice(&chunk[..count]);
+        }
+    };
+    let received = tokio::time::timeout(StdDuration::from_secs(10), read)
+        .await
+        .expect("the server replies within 10 s")
+        .expect("the response is complete");
+    Reply::parse(&received)
+}
+
+/// Returns the length of the header block, blank line included.
+fn find_head_end(received: &[u8]) -> Option<usize> {
+    received
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .map(|position| position + 4)
+}
+
+fn content_length(head: &[u8]) -> usize {
+    String::from_utf8_lossy(head)
+        .split("\r\n")
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse().ok())
+        .expect("the response has a content-length")
+}
+
+/// Reads from `stream` until the server closes it, and returns the bytes received. A reset
+/// counts as closed, since a server that closes with unread input sends RST instead of FIN.
+pub async fn read_until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let read = async {
+        let mut received = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return received,
+                Ok(count) => received.extend_from_slice(&chunk[..count]),
+            }
+        }
+    };
+    tokio::time::timeout(StdDuration::from_secs(5), read)
+        .await
+        .expect("the server closes the connection within 5 s")
 }
 
 impl Drop for TestServer {
@@ -323,15 +436,28 @@ pub fn next_nonce() -> String {
 
 /// Serializes a request as HTTP/1.1 with `Connection: close` and a `Content-Length`.
 pub fn to_http(request: &SignedRequest) -> Vec<u8> {
+    let mut bytes = http_head(request, "connection: close\r\n");
+    bytes.extend_from_slice(&request.body);
+    bytes
+}
+
+/// Serializes a request as HTTP/1.1 with a `Content-Length`, leaving the connection open.
+pub fn to_http_keep_alive(request: &SignedRequest) -> Vec<u8> {
+    let mut bytes = http_head(request, "");
+    bytes.extend_from_slice(&request.body);
+    bytes
+}
+
+/// Serializes the request line and headers, `extra` included, up to the blank line.
+pub fn http_head(request: &SignedRequest, extra: &str) -> Vec<u8> {
     let mut text = format!("{} {} HTTP/1.1\r\n", request.method, request.path_and_query);
     for (name, value) in &request.headers {
         text.push_str(&format!("{name}: {value}\r\n"));
     }
     text.push_str(&format!("content-length: {}\r\n", request.body.len()));
-    text.push_str("connection: close\r\n\r\n");
-    let mut bytes = text.into_bytes();
-    bytes.extend_from_slice(&request.body);
-    bytes
+    text.push_str(extra);
+    text.push_str("\r\n");
+    text.into_bytes()
 }
 
 /// A parsed HTTP response.
