@@ -191,6 +191,82 @@ pub struct InstanceConfig {
     /// QoS 1 and 2 messages queued per offline or slow session before the oldest is dropped.
     #[serde(default = "default_max_queued_messages")]
     pub max_queued_messages: usize,
+    /// Broker limits left unset keep the broker's defaults, listed in docs/configuration.md.
+    #[serde(flatten)]
+    pub limits: InstanceLimits,
+}
+
+/// Optional broker limits of an instance; each one that is set replaces the broker's default.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceLimits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receive_maximum: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inflight: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_session_expiry_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_keep_alive_seconds: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_alias_maximum: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_outbound_topic_aliases: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_retained_messages: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_topic_prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_topic_length: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_topic_levels: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_client_id_length: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_subscriptions_per_client: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connection_rate: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_publish_rate: Option<u32>,
+}
+
+impl InstanceLimits {
+    /// Names the first limit that is set to a value the broker cannot work with.
+    fn invalid_value(&self) -> Option<String> {
+        let at_least_one = [
+            ("receive_maximum", self.receive_maximum.map(u64::from)),
+            ("max_inflight", self.max_inflight.map(u64::from)),
+            ("max_topic_length", self.max_topic_length.map(u64::from)),
+            ("max_topic_levels", self.max_topic_levels.map(u64::from)),
+            ("max_client_id_length", self.max_client_id_length.map(u64::from)),
+            ("max_subscriptions_per_client", self.max_subscriptions_per_client.map(|v| v as u64)),
+        ];
+        for (name, value) in at_least_one {
+            if value == Some(0) {
+                return Some(format!("{name} is 0; it must be at least 1"));
+            }
+        }
+        if let Some(timeout) = self.connect_timeout_ms
+            && timeout < 100
+        {
+            return Some(format!(
+                "connect_timeout_ms {timeout} is too short for a device to send its CONNECT; use \
+                 at least 100"
+            ));
+        }
+        if let Some(prefix) = &self.response_topic_prefix
+            && (prefix.is_empty() || prefix.contains(['+', '#']))
+        {
+            return Some(format!(
+                "response_topic_prefix {prefix:?} is invalid; use a topic name without wildcards"
+            ));
+        }
+        None
+    }
 }
 
 fn yes() -> bool {
@@ -418,6 +494,9 @@ impl Config {
                     "instance {:?}: max_queued_messages must be at least 1",
                     instance.id
                 ));
+            }
+            if let Some(message) = instance.limits.invalid_value() {
+                return invalid(format!("instance {:?}: {message}", instance.id));
             }
             if instance.max_packet_size < 64 {
                 return invalid(format!(
@@ -925,6 +1004,26 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
         let message = error_of(&text);
         assert!(message.contains("group \"global\""), "{message}");
         assert!(message.contains("has no certificate"), "{message}");
+    }
+
+    #[test]
+    fn instance_limits_are_read_and_checked() {
+        let text = VALID.replacen(
+            "region = \"cn-hangzhou\"",
+            "region = \"cn-hangzhou\"\nmax_publish_rate = 5\nconnect_timeout_ms = 2000",
+            1,
+        );
+        let config = load(&text).expect("limits are valid");
+        assert_eq!(config.instances[0].limits.max_publish_rate, Some(5));
+        assert_eq!(config.instances[0].limits.connect_timeout_ms, Some(2000));
+        assert_eq!(config.instances[1].limits.max_publish_rate, None);
+
+        let text = VALID.replacen(
+            "region = \"cn-hangzhou\"",
+            "region = \"cn-hangzhou\"\nreceive_maximum = 0",
+            1,
+        );
+        assert!(error_of(&text).contains("receive_maximum is 0"));
     }
 
     #[test]

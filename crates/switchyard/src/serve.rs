@@ -110,6 +110,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         let mut settings = InstanceSettings::new(instance_config.id.clone());
         settings.max_packet_size = instance_config.max_packet_size;
         settings.max_queued_messages = instance_config.max_queued_messages;
+        apply_limits(&mut settings, &instance_config.limits);
         let instance = Instance::new(settings, Arc::new(PolicyAuthenticator::new(policy)));
 
         let info = InstanceInfo {
@@ -385,6 +386,35 @@ fn endpoint(
         addr: listener.local_addr()?,
         path: acceptor.websocket_path().map(str::to_owned),
     })
+}
+
+/// Replaces the broker defaults with the limits the configuration sets.
+fn apply_limits(settings: &mut InstanceSettings, limits: &crate::config::InstanceLimits) {
+    fn set<T: Clone>(target: &mut T, value: &Option<T>) {
+        if let Some(value) = value {
+            *target = value.clone();
+        }
+    }
+    set(&mut settings.receive_maximum, &limits.receive_maximum);
+    set(&mut settings.max_inflight, &limits.max_inflight);
+    if let Some(ms) = limits.connect_timeout_ms {
+        settings.connect_timeout = Duration::from_millis(ms);
+    }
+    set(&mut settings.max_session_expiry, &limits.max_session_expiry_seconds);
+    set(&mut settings.max_keep_alive, &limits.max_keep_alive_seconds);
+    set(&mut settings.topic_alias_maximum, &limits.topic_alias_maximum);
+    set(&mut settings.max_outbound_topic_aliases, &limits.max_outbound_topic_aliases);
+    set(&mut settings.max_retained_messages, &limits.max_retained_messages);
+    if limits.response_topic_prefix.is_some() {
+        settings.response_topic_prefix = limits.response_topic_prefix.clone();
+    }
+    set(&mut settings.max_topic_length, &limits.max_topic_length);
+    set(&mut settings.max_topic_levels, &limits.max_topic_levels);
+    set(&mut settings.max_client_id_length, &limits.max_client_id_length);
+    set(&mut settings.max_subscriptions_per_client, &limits.max_subscriptions_per_client);
+    set(&mut settings.max_connections, &limits.max_connections);
+    set(&mut settings.max_connection_rate, &limits.max_connection_rate);
+    set(&mut settings.max_publish_rate, &limits.max_publish_rate);
 }
 
 fn group_settings(group: &GroupConfig) -> GroupSettings {
