@@ -49,13 +49,18 @@ pub enum ClientError {
 
 impl ClientError {
     /// Reports whether retrying the same login later may succeed. A CONNACK refusal other than
-    /// "server unavailable" or "server busy" means the login itself is wrong.
+    /// "server unavailable", "server busy", "quota exceeded" or "connection rate exceeded"
+    /// means the login itself is wrong.
     pub fn is_transient(&self) -> bool {
         match self {
             ClientError::Io(_) | ClientError::TimedOut(_) | ClientError::Unexpected(_) => true,
-            ClientError::Refused(code) => {
-                *code == ReasonCode::SERVER_UNAVAILABLE || *code == ReasonCode::SERVER_BUSY
-            }
+            ClientError::Refused(code) => [
+                ReasonCode::SERVER_UNAVAILABLE,
+                ReasonCode::SERVER_BUSY,
+                ReasonCode::QUOTA_EXCEEDED,
+                ReasonCode::CONNECTION_RATE_EXCEEDED,
+            ]
+            .contains(code),
             ClientError::SubscriptionRejected(_) | ClientError::Decode(_) => false,
         }
     }
