@@ -108,3 +108,41 @@ def test_sigterm_disconnects_devices_and_exits_cleanly(tmp_path, devices):
     device.connect(srv.global_endpoint())
     assert srv.stop() == 0
     wait_for(lambda: not device.disconnects.empty(), what="the device to see the server close")
+
+
+def test_persistent_session_follows_device_through_downgrade(server, devices):
+    """QoS 1 messages acknowledged on hz01 while the device is away reach it on sh01."""
+    device = devices(server, f"{GROUP_ID}@@@dev-session", "mqtt-cn-hz01")
+    # Long enough for the publisher below to get its PUBACKs before the device is back.
+    device.client.reconnect_delay_set(min_delay=3, max_delay=3)
+    session_present = queue.Queue()
+
+    def on_connect(client, userdata, flags, reason_code, properties):
+        session_present.put(flags.session_present)
+        device._on_connect(client, userdata, flags, reason_code, properties)
+
+    device.client.on_connect = on_connect
+    properties = mqtt.Properties(mqtt.PacketTypes.CONNECT)
+    properties.SessionExpiryInterval = 3600
+    host, port = server.global_endpoint()
+    device.client.connect(host, port, keepalive=30, clean_start=False, properties=properties)
+    device.client.loop_start()
+    assert device.connects.get(timeout=10) == 0
+    assert session_present.get(timeout=1) is False
+    topic = "sensors/dr/dev-session"
+    device.client.subscribe(topic, qos=1)
+    time.sleep(0.3)
+    assert lands_on(server, devices, device, "mqtt-cn-hz01", "before")
+
+    publisher = devices(server, f"{GROUP_ID}@@@pub-session", "mqtt-cn-hz01")
+    publisher.connect(server.instance("mqtt-cn-hz01"))
+    dr_call(server, "DisasterDowngrade", "mqtt-cn-hz01")
+    assert device.disconnects.get(timeout=10) == USE_ANOTHER_SERVER
+    for payload in (b"offline-1", b"offline-2"):
+        publisher.client.publish(topic, payload, qos=1).wait_for_publish(5)
+
+    assert device.connects.get(timeout=15) == 0
+    assert session_present.get(timeout=1) is True, "the session moved to sh01"
+    received = [device.messages.get(timeout=5)[1] for _ in range(2)]
+    assert received == [b"offline-1", b"offline-2"]
+    assert lands_on(server, devices, device, "mqtt-cn-sh01", "after")

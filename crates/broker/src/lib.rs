@@ -12,7 +12,9 @@
 //! - `auth`: the [`Authenticator`] trait with [`Identity`] and [`Access`].
 //! - `instance`: [`Instance`]: the session registry, the subscription tree, retained messages
 //!   and shutdown. `instance/sessions.rs` handles the life of sessions with their expiry and
-//!   will timers, and `instance/routing.rs` the routing of published messages.
+//!   will timers, `instance/routing.rs` the routing of published messages, and
+//!   `instance/handover.rs` the [`DetachedSession`] that moves an offline session to another
+//!   instance through a [`SessionHandover`].
 //! - `listener`: [`Instance::serve`], the accept loop of a region listener.
 //! - `handshake`: [`read_connect`] and [`write_connack_refusal`], shared with the DR endpoint.
 //! - `negotiate`: the server's decisions on a CONNECT (client id, keep-alive, session expiry,
@@ -52,5 +54,5 @@ mod will;
 pub use auth::{Access, Authenticator, Identity};
 pub use connection::{ConnectionHandle, Origin};
 pub use handshake::{ReadConnectError, read_connect, write_connack_refusal};
-pub use instance::Instance;
+pub use instance::{DetachedSession, Instance, SessionHandover};
 pub use settings::InstanceSettings;

@@ -1,6 +1,6 @@
 //! `DisasterDowngrade` and `DisasterRecovery`: the checks, the durable state change, the audit
-//! record and the paced disconnection of devices that reached a downgraded member through a
-//! global endpoint.
+//! record, the paced disconnection of devices that reached a downgraded member through a
+//! global endpoint, and the optional paced rebalance back to a recovered member.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use switchyard_api::{ActionContext, DisasterRecoveryBackend, Principal, ServiceError};
-use switchyard_broker::Origin;
+use switchyard_broker::{ConnectionHandle, Origin};
 use switchyard_codec::ReasonCode;
 use switchyard_store::{AuditRecord, Store, StoreError};
 use tokio::sync::Mutex;
 use tracing::{error, info, warn};
 
 use crate::members::{Group, Member, Registry};
+use crate::routing::named_instance;
 
 /// Which of the two DR actions a call is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -154,13 +155,15 @@ impl DrController {
             access_label(after)
         );
 
+        let rate = group.settings.disconnect_rate_per_second;
         if action == DrAction::Downgrade {
-            let rate = group.settings.disconnect_rate_per_second;
             tokio::spawn(disconnect_paced(
                 target.clone(),
                 group.id().to_owned(),
                 rate,
             ));
+        } else if group.settings.rebalance_on_recovery {
+            tokio::spawn(rebalance_paced(group.clone(), target.clone(), rate));
         }
         Ok(())
     }
@@ -284,26 +287,88 @@ impl DisasterRecoveryBackend for DrController {
 /// Disconnects, at `rate` devices per second, every device that reached `member` through the
 /// global endpoint of `group_id`. MQTT 5.0 devices get DISCONNECT 0x9C (use another server).
 ///
-/// Stops early when the member is recovered meanwhile. A device the endpoint handed over just
-/// before the access flag changed can appear after the first listing, so the member is listed
-/// again until no such device remains, at most a few times.
+/// Stops early when the member is recovered meanwhile.
 async fn disconnect_paced(member: Arc<Member>, group_id: String, rate: u32) {
+    let origin = Origin::Global { group: group_id };
+    let list = || member.instance.connections(&origin);
+    let keep_going = || !member.has_global_access();
+    match disconnect_in_sweeps(rate, list, keep_going).await {
+        Paced::Finished(disconnected) => {
+            info!(instance = %member.id(), disconnected, "Disconnected devices of downgraded member");
+        }
+        Paced::Stopped(disconnected) => {
+            info!(instance = %member.id(), disconnected, "Member recovered; stopped disconnecting");
+        }
+    }
+}
+
+/// Disconnects, at `rate` devices per second, the devices on the other members of `group`
+/// that came through its global endpoint and whose username names the recovered member
+/// `target` (`Mode|KeyId|InstanceId`), so that they reconnect and land on `target`. MQTT 5.0
+/// devices get DISCONNECT 0x9C (use another server).
+///
+/// Stops early when `target` is downgraded again or reports itself unhealthy, because the
+/// endpoint would then send the devices elsewhere.
+async fn rebalance_paced(group: Arc<Group>, target: Arc<Member>, rate: u32) {
+    let origin = Origin::Global {
+        group: group.id().to_owned(),
+    };
+    let list = || {
+        let others = group.members.iter().filter(|m| m.id() != target.id());
+        others
+            .flat_map(|member| member.instance.connections(&origin))
+            .filter(|handle| named_instance(handle.username()) == Some(target.id()))
+            .collect::<Vec<ConnectionHandle>>()
+    };
+    let keep_going = || target.has_global_access() && target.instance.is_healthy();
+    match disconnect_in_sweeps(rate, list, keep_going).await {
+        Paced::Finished(disconnected) => info!(
+            group = %group.id(),
+            instance = %target.id(),
+            disconnected,
+            "Rebalanced devices back to recovered member"
+        ),
+        Paced::Stopped(disconnected) => info!(
+            group = %group.id(),
+            instance = %target.id(),
+            disconnected,
+            "Recovered member lost access or health; stopped rebalancing"
+        ),
+    }
+}
+
+/// How a paced disconnection ended, with the number of devices it disconnected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Paced {
+    Finished(usize),
+    /// `keep_going` turned false before every listed device was disconnected.
+    Stopped(usize),
+}
+
+/// Disconnects the devices that `list` returns, at `rate` per second, with DISCONNECT 0x9C for
+/// MQTT 5.0 devices, while `keep_going` holds.
+///
+/// A device handed to a member just before the change that started this can appear after the
+/// first listing, so `list` is called again until it returns nothing, at most a few times.
+async fn disconnect_in_sweeps(
+    rate: u32,
+    list: impl Fn() -> Vec<ConnectionHandle>,
+    keep_going: impl Fn() -> bool,
+) -> Paced {
     const MAX_SWEEPS: usize = 3;
     let (tick, per_tick) = pace(rate);
-    let origin = Origin::Global { group: group_id };
     let mut disconnected = 0usize;
 
     for _ in 0..MAX_SWEEPS {
-        let handles = member.instance.connections(&origin);
+        let handles = list();
         if handles.is_empty() {
             break;
         }
         let mut interval = tokio::time::interval(tick);
         for batch in handles.chunks(per_tick) {
             interval.tick().await;
-            if member.has_global_access() {
-                info!(instance = %member.id(), disconnected, "Member recovered; stopped disconnecting");
-                return;
+            if !keep_going() {
+                return Paced::Stopped(disconnected);
             }
             for handle in batch {
                 handle.disconnect(ReasonCode::USE_ANOTHER_SERVER);
@@ -311,7 +376,7 @@ async fn disconnect_paced(member: Arc<Member>, group_id: String, rate: u32) {
             disconnected += batch.len();
         }
     }
-    info!(instance = %member.id(), disconnected, "Disconnected devices of downgraded member");
+    Paced::Finished(disconnected)
 }
 
 /// Splits a rate in devices per second into a tick length and a batch size per tick, with ticks

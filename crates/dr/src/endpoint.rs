@@ -1,5 +1,7 @@
 //! The global endpoint of a DR group: reads each device's CONNECT, chooses a member and hands
 //! the connection to it, with the CONNECT already decoded so the member does not parse it again.
+//! A persistent-session CONNECT also carries a [`GroupHandover`], so the device's offline
+//! session on another member follows it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info};
 
+use crate::handover::GroupHandover;
 use crate::members::Group;
 use crate::routing::{Route, choose_member, named_instance};
 
@@ -138,9 +141,18 @@ where
     let origin = Origin::Global {
         group: group.id().to_owned(),
     };
+    if connect.clean_start {
+        member
+            .instance
+            .accept_connection(stream, peer, connect, buffered, origin);
+        return;
+    }
+    // A persistent session may wait on another member, where the device was before a
+    // switchover. The chosen member takes it over once it has admitted the device.
+    let handover = Arc::new(GroupHandover::new(Arc::clone(&group), member.id()));
     member
         .instance
-        .accept_connection(stream, peer, connect, buffered, origin);
+        .accept_connection_with_handover(stream, peer, connect, buffered, origin, handover);
 }
 
 /// Answers a CONNECT that could not be read: with a CONNACK where the protocol version is known

@@ -118,8 +118,11 @@ pub struct GroupSettings {
     /// Largest CONNECT the global endpoint reads, in bytes.
     pub max_connect_bytes: u32,
     /// Devices per second disconnected from a downgraded member, so that the surviving members
-    /// are not flooded with reconnections.
+    /// are not flooded with reconnections. Also the pace of a rebalance on recovery.
     pub disconnect_rate_per_second: u32,
+    /// Whether `DisasterRecovery` of a member disconnects the devices on the other members whose
+    /// username names it, so they reconnect through the global endpoint and land on it again.
+    pub rebalance_on_recovery: bool,
 }
 
 /// A disaster-recovery group: members in fallback order, with their shared access flags.

@@ -96,6 +96,7 @@ async fn deployment(member_ids: &[&str], rate: u32, connect_timeout: Duration) -
         connect_timeout,
         max_connect_bytes: 1024,
         disconnect_rate_per_second: rate,
+        rebalance_on_recovery: false,
     };
     let registry = Arc::new(Registry::new(members, vec![group]));
     let controller = DrController::new(registry.clone(), store).expect("controller loads state");

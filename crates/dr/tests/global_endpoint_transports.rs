@@ -100,6 +100,7 @@ async fn deployment(global_acceptor: TransportAcceptor) -> Deployment {
         connect_timeout: WAIT,
         max_connect_bytes: 1024,
         disconnect_rate_per_second: 1000,
+        rebalance_on_recovery: false,
     };
     let registry = Arc::new(Registry::new(members, vec![group]));
     let controller = DrController::new(registry.clone(), store).expect("controller loads state");

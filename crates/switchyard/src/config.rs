@@ -242,8 +242,14 @@ impl InstanceLimits {
             ("max_inflight", self.max_inflight.map(u64::from)),
             ("max_topic_length", self.max_topic_length.map(u64::from)),
             ("max_topic_levels", self.max_topic_levels.map(u64::from)),
-            ("max_client_id_length", self.max_client_id_length.map(u64::from)),
-            ("max_subscriptions_per_client", self.max_subscriptions_per_client.map(|v| v as u64)),
+            (
+                "max_client_id_length",
+                self.max_client_id_length.map(u64::from),
+            ),
+            (
+                "max_subscriptions_per_client",
+                self.max_subscriptions_per_client.map(|v| v as u64),
+            ),
         ];
         for (name, value) in at_least_one {
             if value == Some(0) {
@@ -327,6 +333,10 @@ pub struct GroupConfig {
     /// Devices per second disconnected from a downgraded member.
     #[serde(default = "default_disconnect_rate")]
     pub disconnect_rate_per_second: u32,
+    /// Whether `DisasterRecovery` of a member moves the devices whose username names it back to
+    /// it, disconnecting them from the other members at `disconnect_rate_per_second`.
+    #[serde(default)]
+    pub rebalance_on_recovery: bool,
 }
 
 fn default_fallback() -> String {
@@ -1041,6 +1051,16 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
             "instances = [\"mqtt-cn-hz01\"]",
         );
         assert!(error_of(&text).contains("at least two"));
+    }
+
+    #[test]
+    fn rebalance_on_recovery_defaults_off() {
+        let config = load(VALID).expect("valid configuration");
+        assert!(!config.disaster_recovery_groups[0].rebalance_on_recovery);
+
+        let text = format!("{VALID}rebalance_on_recovery = true\n");
+        let config = load(&text).expect("rebalance_on_recovery is a group key");
+        assert!(config.disaster_recovery_groups[0].rebalance_on_recovery);
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub fn default_config(data_dir: PathBuf, key: &DefaultAccessKey) -> Config {
             connect_timeout_ms: 10_000,
             max_connect_bytes: 64 * 1024,
             disconnect_rate_per_second: 1_000,
+            rebalance_on_recovery: false,
         }],
     }
 }

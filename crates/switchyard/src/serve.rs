@@ -400,20 +400,41 @@ fn apply_limits(settings: &mut InstanceSettings, limits: &crate::config::Instanc
     if let Some(ms) = limits.connect_timeout_ms {
         settings.connect_timeout = Duration::from_millis(ms);
     }
-    set(&mut settings.max_session_expiry, &limits.max_session_expiry_seconds);
+    set(
+        &mut settings.max_session_expiry,
+        &limits.max_session_expiry_seconds,
+    );
     set(&mut settings.max_keep_alive, &limits.max_keep_alive_seconds);
-    set(&mut settings.topic_alias_maximum, &limits.topic_alias_maximum);
-    set(&mut settings.max_outbound_topic_aliases, &limits.max_outbound_topic_aliases);
-    set(&mut settings.max_retained_messages, &limits.max_retained_messages);
+    set(
+        &mut settings.topic_alias_maximum,
+        &limits.topic_alias_maximum,
+    );
+    set(
+        &mut settings.max_outbound_topic_aliases,
+        &limits.max_outbound_topic_aliases,
+    );
+    set(
+        &mut settings.max_retained_messages,
+        &limits.max_retained_messages,
+    );
     if limits.response_topic_prefix.is_some() {
         settings.response_topic_prefix = limits.response_topic_prefix.clone();
     }
     set(&mut settings.max_topic_length, &limits.max_topic_length);
     set(&mut settings.max_topic_levels, &limits.max_topic_levels);
-    set(&mut settings.max_client_id_length, &limits.max_client_id_length);
-    set(&mut settings.max_subscriptions_per_client, &limits.max_subscriptions_per_client);
+    set(
+        &mut settings.max_client_id_length,
+        &limits.max_client_id_length,
+    );
+    set(
+        &mut settings.max_subscriptions_per_client,
+        &limits.max_subscriptions_per_client,
+    );
     set(&mut settings.max_connections, &limits.max_connections);
-    set(&mut settings.max_connection_rate, &limits.max_connection_rate);
+    set(
+        &mut settings.max_connection_rate,
+        &limits.max_connection_rate,
+    );
     set(&mut settings.max_publish_rate, &limits.max_publish_rate);
 }
 
@@ -428,6 +449,7 @@ fn group_settings(group: &GroupConfig) -> GroupSettings {
         connect_timeout: Duration::from_millis(group.connect_timeout_ms),
         max_connect_bytes: group.max_connect_bytes,
         disconnect_rate_per_second: group.disconnect_rate_per_second,
+        rebalance_on_recovery: group.rebalance_on_recovery,
     }
 }
 

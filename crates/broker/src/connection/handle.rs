@@ -40,6 +40,8 @@ pub struct ConnectionHandle {
 struct HandleInner {
     id: ConnectionId,
     client_id: ClientId,
+    /// The User Name of the CONNECT, which the DR layer reads the named instance from.
+    username: Option<String>,
     protocol: ProtocolVersion,
     origin: Origin,
     peer: SocketAddr,
@@ -68,6 +70,7 @@ impl ConnectionHandle {
     pub(crate) fn new(
         id: ConnectionId,
         client_id: ClientId,
+        username: Option<String>,
         protocol: ProtocolVersion,
         origin: Origin,
         peer: SocketAddr,
@@ -75,6 +78,7 @@ impl ConnectionHandle {
         let inner = HandleInner {
             id,
             client_id,
+            username,
             protocol,
             origin,
             peer,
@@ -88,6 +92,11 @@ impl ConnectionHandle {
     /// Returns the client identifier, as assigned by the server when the client sent none.
     pub fn client_id(&self) -> &str {
         self.inner.client_id.as_str()
+    }
+
+    /// Returns the User Name the client sent in CONNECT, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.inner.username.as_deref()
     }
 
     /// Returns the protocol version of the connection.
@@ -135,6 +144,11 @@ impl ConnectionHandle {
     pub(crate) fn control(&self) -> &Control {
         &self.inner.control
     }
+
+    /// Reports whether the connection was asked to close.
+    pub(crate) fn is_closing(&self) -> bool {
+        self.inner.control.stop.is_cancelled()
+    }
 }
 
 // === impl Control ===
@@ -170,6 +184,7 @@ mod tests {
         ConnectionHandle::new(
             ConnectionId(7),
             ClientId::new("GID_a@@@1"),
+            Some("Signature|LTAItest|hz01".to_owned()),
             ProtocolVersion::V5,
             Origin::Global {
                 group: "global".to_owned(),
@@ -200,6 +215,8 @@ mod tests {
             ReasonCode::USE_ANOTHER_SERVER
         );
         assert_eq!(handle.client_id(), "GID_a@@@1");
+        assert_eq!(handle.username(), Some("Signature|LTAItest|hz01"));
+        assert!(handle.is_closing());
         assert_eq!(handle.protocol(), ProtocolVersion::V5);
         assert_eq!(handle.id(), ConnectionId(7));
     }

@@ -36,7 +36,7 @@ pub use handle::{ConnectionHandle, Origin};
 use crate::auth::{Access, Identity};
 use crate::handshake::{READ_CHUNK, write_connack_refusal};
 use crate::ids::{ClientId, ConnectionId};
-use crate::instance::{Instance, SessionSlot};
+use crate::instance::{DetachedSession, Instance, SessionHandover, SessionSlot};
 use crate::negotiate::{Negotiated, connack_properties, negotiate};
 use crate::rate::RateLimiter;
 use crate::session::{Link, Session};
@@ -50,9 +50,10 @@ use writer::{OutboundRules, Outgoing};
 const OUTGOING_CAPACITY: usize = 64;
 
 /// How long a closing connection may spend flushing its last packets and DISCONNECT.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Serves one connection whose CONNECT was already read, until it ends.
+/// Serves one connection whose CONNECT was already read, until it ends. `handover`, when
+/// given, is asked for the session of a client that this instance has none of.
 pub(crate) async fn run<S>(
     instance: Arc<Instance>,
     stream: S,
@@ -60,6 +61,7 @@ pub(crate) async fn run<S>(
     connect: Connect,
     buffered: BytesMut,
     origin: Origin,
+    handover: Option<Arc<dyn SessionHandover>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -70,7 +72,7 @@ pub(crate) async fn run<S>(
         %origin,
         client_id = field::Empty,
     );
-    serve(instance, stream, peer, connect, buffered, origin)
+    serve(instance, stream, peer, connect, buffered, origin, handover)
         .instrument(span)
         .await;
 }
@@ -125,6 +127,7 @@ async fn serve<S>(
     connect: Connect,
     buffered: BytesMut,
     origin: Origin,
+    handover: Option<Arc<dyn SessionHandover>>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -133,13 +136,22 @@ async fn serve<S>(
         return;
     };
     tracing::Span::current().record("client_id", negotiated.client_id.as_str());
+    let adopted = match handover {
+        Some(handover) => take_handed_over(&instance, &connect, &negotiated, &*handover).await,
+        None => None,
+    };
 
     // Register the handle before taking the session, so a takeover racing with this CONNECT
     // can already find and close this connection.
     let id = instance.next_connection_id();
+    let username = connect
+        .username
+        .as_ref()
+        .map(|name| name.as_str().to_owned());
     let handle = ConnectionHandle::new(
         id,
         negotiated.client_id.clone(),
+        username,
         version,
         origin.clone(),
         peer,
@@ -155,7 +167,16 @@ async fn serve<S>(
         .as_ref()
         .map(|will| WillMessage::from_connect(will, version));
     let now = tokio::time::Instant::now().into_std();
-    let opened = instance.open_session(&negotiated, connect.clean_start, id, link, will, now);
+    let opened = instance.open_session(
+        &negotiated,
+        connect.clean_start,
+        id,
+        link,
+        will,
+        &origin,
+        adopted,
+        now,
+    );
     info!(
         instance = %instance.id(),
         client_id = %negotiated.client_id,
@@ -267,6 +288,31 @@ async fn admit<S: AsyncWrite + Unpin>(
             None
         }
     }
+}
+
+/// Asks `handover` for the session of a persistent-session CONNECT whose client this instance
+/// has no session of. A client that sent no client identifier got a new one, which no other
+/// instance can have a session of.
+async fn take_handed_over(
+    instance: &Instance,
+    connect: &Connect,
+    negotiated: &Negotiated,
+    handover: &dyn SessionHandover,
+) -> Option<DetachedSession> {
+    let client_id = negotiated.client_id.as_str();
+    if connect.clean_start || connect.client_id.is_empty() || instance.has_session(client_id) {
+        return None;
+    }
+    let adopted = handover.take_session(client_id).await?;
+    info!(
+        instance = %instance.id(),
+        client_id,
+        subscriptions = adopted.subscription_count(),
+        queued = adopted.queued_len(),
+        inflight = adopted.inflight_len(),
+        "Session handed over from another instance"
+    );
+    Some(adopted)
 }
 
 /// Logs the rejection of `connect` and sends the CONNACK with `reason`.

@@ -5,14 +5,18 @@
 //!   will messages.
 //! - `routing`: publishing messages to sessions: subscriptions, shared subscription groups,
 //!   point-to-point topics and retained messages.
+//! - `handover`: moving an offline session to another instance of the process, for the DR
+//!   global endpoint.
 //!
 //! Locks are `std::sync` locks held for one short step and never across an `.await`. When two
 //! are held together they are taken in this order: the registry, then one session. The map of
 //! connection handles and the retained store are never held together with either.
 
+mod handover;
 mod routing;
 mod sessions;
 
+pub use handover::{DetachedSession, SessionHandover};
 pub(crate) use sessions::SubscribeOutcome;
 
 use std::collections::HashMap;
@@ -76,6 +80,8 @@ pub(crate) struct SessionSlot {
     session: Mutex<Session>,
     /// Wakes the writer of the attached connection when there may be packets to send.
     pub(crate) wake: Notify,
+    /// Wakes a handover waiting for the attached connection to detach.
+    pub(crate) detached: Notify,
 }
 
 /// A session opened for a new connection.
@@ -134,7 +140,31 @@ impl Instance {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let instance = Arc::clone(self);
-        let run = connection::run(instance, stream, peer, connect, buffered, origin);
+        let run = connection::run(instance, stream, peer, connect, buffered, origin, None);
+        self.tasks.spawn(run);
+    }
+
+    /// Starts serving a connection like [`Instance::accept_connection`], and lets it resume a
+    /// session that `handover` takes from another instance.
+    ///
+    /// The connection asks `handover` for a session once it is admitted, and only when the
+    /// CONNECT has Clean Start 0 (Clean Session 0 in 3.1.1), names its own client identifier,
+    /// and this instance has no session of it. An adopted session is resumed with Session
+    /// Present 1, and its messages in flight are sent again, with DUP on PUBLISH packets.
+    pub fn accept_connection_with_handover<S>(
+        self: &Arc<Self>,
+        stream: S,
+        peer: SocketAddr,
+        connect: Connect,
+        buffered: BytesMut,
+        origin: Origin,
+        handover: Arc<dyn SessionHandover>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let instance = Arc::clone(self);
+        let handover = Some(handover);
+        let run = connection::run(instance, stream, peer, connect, buffered, origin, handover);
         self.tasks.spawn(run);
     }
 
@@ -295,6 +325,7 @@ impl SessionSlot {
         SessionSlot {
             session: Mutex::new(session),
             wake: Notify::new(),
+            detached: Notify::new(),
         }
     }
 

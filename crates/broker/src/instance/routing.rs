@@ -26,12 +26,16 @@ impl Instance {
     /// whose filters match it, and to one member of each matching shared subscription group.
     /// The publisher never waits for a subscriber: a full queue drops its oldest messages
     /// instead.
+    ///
+    /// The deliveries are queued under the registry's read lock, so a session handover, which
+    /// takes the write lock, sees every message routed to the session before it.
     pub(crate) fn publish(&self, message: Message) -> usize {
         let message = Arc::new(message);
         if message.retain && p2p_target(&message.topic).is_none() {
             self.retain(&message);
         }
-        let deliveries = self.route(&message);
+        let registry = self.read_registry();
+        let deliveries = self.route(&registry, &message);
         let count = deliveries.len();
         for (slot, delivery) in deliveries {
             self.deliver(&slot, delivery);
@@ -106,9 +110,12 @@ impl Instance {
         }
     }
 
-    /// Finds the sessions `message` goes to, holding the registry lock only for the lookup.
-    fn route(&self, message: &Arc<Message>) -> Vec<(Arc<SessionSlot>, Delivery)> {
-        let registry = self.read_registry();
+    /// Finds the sessions `message` goes to.
+    fn route(
+        &self,
+        registry: &Registry,
+        message: &Arc<Message>,
+    ) -> Vec<(Arc<SessionSlot>, Delivery)> {
         if let Some(target) = p2p_target(&message.topic) {
             let Some(slot) = registry.sessions.get(target) else {
                 debug!(instance = %self.id(), target, "No session for point-to-point message");
@@ -142,7 +149,7 @@ impl Instance {
             deliveries.push((Arc::clone(slot), delivery));
         }
         for group in matches.shared {
-            deliveries.extend(choose_member(&registry, group, message));
+            deliveries.extend(choose_member(registry, group, message));
         }
         deliveries
     }

@@ -9,7 +9,8 @@ use switchyard_codec::ReasonCode;
 use switchyard_codec::topic::parse_shared_subscription;
 use tracing::info;
 
-use super::{Instance, OpenedSession, Registry, SessionSlot, lock};
+use super::{DetachedSession, Instance, OpenedSession, Registry, SessionSlot, lock};
+use crate::connection::Origin;
 use crate::ids::{ClientId, ConnectionId};
 use crate::negotiate::Negotiated;
 use crate::session::{Link, Session};
@@ -29,13 +30,21 @@ pub(crate) enum SubscribeOutcome {
 }
 
 impl Instance {
-    /// Attaches `connection` to the session of the negotiated client id, creating it or
-    /// resuming it, and requests a connection that owned the session to close with 0x8E (session
-    /// taken over). `will` is the will of the new connection.
+    /// Attaches `connection` to the session of the negotiated client id, creating it, resuming
+    /// it or adopting `adopted`, and requests a connection that owned the session to close with
+    /// 0x8E (session taken over). `will` is the will of the new connection, and `origin` how it
+    /// reached the instance.
     ///
     /// With `clean_start`, or when the old session has expired, the old session ends (its
     /// subscriptions are discarded and its will, if any, is published) and a new one is
     /// created. A resumed session cancels the delayed will of the previous connection.
+    ///
+    /// `adopted` is a session handed over from another instance. It replaces a session that
+    /// appeared here since the caller checked there was none, which ends like a clean start.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each argument is one fact of the CONNECT, none of which belong together"
+    )]
     pub(crate) fn open_session(
         &self,
         negotiated: &Negotiated,
@@ -43,6 +52,8 @@ impl Instance {
         connection: ConnectionId,
         link: Link,
         will: Option<WillMessage>,
+        origin: &Origin,
+        adopted: Option<DetachedSession>,
         now: Instant,
     ) -> OpenedSession {
         let client_id = &negotiated.client_id;
@@ -51,35 +62,45 @@ impl Instance {
             let mut registry = self.write_registry();
             let existing = registry.sessions.get(client_id).cloned();
             let previous_owner = existing.as_ref().and_then(|slot| slot.lock().owner());
+            let resumable = adopted.is_none() && !clean_start;
             let resumed = match existing {
-                Some(slot) if !clean_start && !slot.lock().is_expired(now) => Some(slot),
+                Some(slot) if resumable && !slot.lock().is_expired(now) => Some(slot),
                 Some(slot) => {
                     due_wills.extend(self.end_session(&mut registry, &slot));
                     None
                 }
                 None => None,
             };
-            let opened = match resumed {
-                Some(slot) => {
-                    let mut session = slot.lock();
-                    due_wills.extend(session.handle_reconnect());
-                    session.handle_expiry_interval(negotiated.session_expiry);
-                    session.handle_attach(connection, link);
-                    session.handle_will(will);
-                    drop(session);
-                    OpenedSession {
-                        slot,
-                        session_present: true,
-                    }
+            let (slot, session_present) = match (resumed, adopted) {
+                (Some(slot), _) => (slot, true),
+                (None, Some(adopted)) => {
+                    let mut session = adopted.into_session();
+                    session.handle_queue_capacity(self.settings.max_queued_messages);
+                    (self.insert_adopted(&mut registry, session), true)
                 }
-                None => {
-                    let slot =
-                        self.create_session(&mut registry, negotiated, connection, link, will);
-                    OpenedSession {
-                        slot,
-                        session_present: false,
-                    }
+                (None, None) => {
+                    let session = Session::new(
+                        client_id.clone(),
+                        negotiated.session_expiry,
+                        self.settings.max_queued_messages,
+                    );
+                    let slot = Arc::new(SessionSlot::new(session));
+                    registry
+                        .sessions
+                        .insert(client_id.clone(), Arc::clone(&slot));
+                    (slot, false)
                 }
+            };
+            let mut session = slot.lock();
+            due_wills.extend(session.handle_reconnect());
+            session.handle_expiry_interval(negotiated.session_expiry);
+            session.handle_attach(connection, link);
+            session.handle_will(will);
+            session.handle_origin(origin.clone());
+            drop(session);
+            let opened = OpenedSession {
+                slot,
+                session_present,
             };
             (opened, previous_owner)
         };
@@ -93,28 +114,6 @@ impl Instance {
             }
         }
         opened
-    }
-
-    /// Creates the session of the negotiated client id, attached to `connection`.
-    fn create_session(
-        &self,
-        registry: &mut Registry,
-        negotiated: &Negotiated,
-        connection: ConnectionId,
-        link: Link,
-        will: Option<WillMessage>,
-    ) -> Arc<SessionSlot> {
-        let client_id = negotiated.client_id.clone();
-        let mut session = Session::new(
-            client_id.clone(),
-            negotiated.session_expiry,
-            self.settings.max_queued_messages,
-        );
-        session.handle_attach(connection, link);
-        session.handle_will(will);
-        let slot = Arc::new(SessionSlot::new(session));
-        registry.sessions.insert(client_id, Arc::clone(&slot));
-        slot
     }
 
     /// Detaches `connection` from its session at `now`. `publish_will` is false when the client
@@ -144,6 +143,7 @@ impl Instance {
             drop(session);
             due_wills.extend(self.end_session(&mut registry, slot));
             drop(registry);
+            slot.detached.notify_waiters();
             self.publish_wills(&client_id, due_wills);
             return;
         }
@@ -151,6 +151,7 @@ impl Instance {
         let will_deadline = session.poll_will();
         drop(session);
         drop(registry);
+        slot.detached.notify_waiters();
 
         self.publish_wills(&client_id, due_wills);
         if let Some(deadline) = will_deadline {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use switchyard_codec::{Ack, Packet, ProtocolVersion, QoS, ReasonCode, encoded_len};
 
+use crate::connection::Origin;
 use crate::ids::{ClientId, ConnectionId};
 use crate::message::Delivery;
 use crate::subscriptions::Subscriber;
@@ -35,6 +36,9 @@ pub(crate) struct Session {
     client_id: ClientId,
     /// The connection currently attached, or `None` while the client is offline.
     owner: Option<ConnectionId>,
+    /// The path by which the last attached connection reached the instance. A DR session
+    /// handover moves only sessions whose last connection came through the same global endpoint.
+    origin: Origin,
     /// Session Expiry Interval in seconds, counted from the moment the client goes offline.
     expiry_interval: u32,
     disconnected_at: Option<Instant>,
@@ -161,6 +165,7 @@ impl Session {
         Session {
             client_id,
             owner: None,
+            origin: Origin::Region,
             expiry_interval,
             disconnected_at: None,
             subscriptions: HashMap::new(),
@@ -194,6 +199,23 @@ impl Session {
 
     pub(crate) fn stats(&self) -> SessionStats {
         self.stats
+    }
+
+    /// Returns how the last attached connection reached the instance.
+    pub(crate) fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Records how the connection that just attached reached the instance.
+    pub(crate) fn handle_origin(&mut self, origin: Origin) {
+        self.origin = origin;
+    }
+
+    /// Sets the bound of the queue, for a session that moves to an instance with other
+    /// settings. A queue longer than the new bound is not trimmed, so each later message drops
+    /// the oldest one, as on a full queue.
+    pub(crate) fn handle_queue_capacity(&mut self, max_queued_messages: usize) {
+        self.queue.set_capacity(max_queued_messages.max(1));
     }
 
     /// Attaches a new connection, replacing any previous owner.
@@ -279,6 +301,13 @@ impl Session {
     /// Returns the topic filters of the session.
     pub(crate) fn subscription_filters(&self) -> impl Iterator<Item = &str> {
         self.subscriptions.keys().map(String::as_str)
+    }
+
+    /// Returns the subscriptions of the session with their options.
+    pub(crate) fn subscriptions(&self) -> impl Iterator<Item = (&str, &Subscriber)> {
+        self.subscriptions
+            .iter()
+            .map(|(filter, subscriber)| (filter.as_str(), subscriber))
     }
 
     /// Queues a message for the client.
@@ -453,15 +482,18 @@ impl Session {
     }
 
     /// Returns the number of messages waiting in the queue.
-    #[cfg(test)]
     pub(crate) fn queued_len(&self) -> usize {
         self.queue.len()
     }
 
     /// Returns the number of outbound messages awaiting acknowledgement.
-    #[cfg(test)]
     pub(crate) fn inflight_len(&self) -> usize {
         self.inflight.len()
+    }
+
+    /// Returns the number of inbound QoS 2 packet ids awaiting PUBREL.
+    pub(crate) fn unreleased_len(&self) -> usize {
+        self.inbound_unreleased.len()
     }
 
     /// Returns the next resend the current connection owes, if any.

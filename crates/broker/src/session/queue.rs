@@ -28,6 +28,10 @@ impl Queue {
         }
     }
 
+    pub(super) fn set_capacity(&mut self, capacity: usize) {
+        self.capacity = capacity;
+    }
+
     pub(super) fn len(&self) -> usize {
         self.at_most_once.len() + self.reliable.len()
     }
