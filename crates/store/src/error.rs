@@ -75,9 +75,96 @@ pub enum StoreError {
         /// The newest schema version this build supports.
         supported: i64,
     },
+    /// The message store's writer thread could not be started.
+    #[error("failed to start the writer thread of message store {}: {error}", path.display())]
+    WriterThread {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O error of the thread spawn.
+        error: std::io::Error,
+    },
+
+    /// The message store was closed before the operation ran.
+    #[error("message store {} is closed", path.display())]
+    MessageStoreClosed {
+        /// The database file.
+        path: PathBuf,
+    },
+
+    /// The commit of a group of batches failed and was rolled back, so none of them is stored.
+    #[error("commit failed on {}: {message}", path.display())]
+    CommitFailed {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's message.
+        message: String,
+    },
+
+    /// A write refers to a session that the store does not contain.
+    #[error(
+        "session {client_id:?} of instance {instance_id:?} is not stored, so write the \
+         session record before its messages"
+    )]
+    SessionNotFound {
+        /// The instance id of the batch.
+        instance_id: String,
+        /// The client id of the operation.
+        client_id: String,
+    },
+
+    /// A session's queue is at the per-session limit and the policy is to reject. The broker
+    /// rejects the publish with reason code 0x97 (Quota exceeded).
+    #[error(
+        "queue of session {client_id:?} in instance {instance_id:?} is full ({limit} messages); \
+         raise max_queued_messages_per_session or let the client consume its queue"
+    )]
+    QueueFull {
+        /// The instance id.
+        instance_id: String,
+        /// The client id of the full queue.
+        client_id: String,
+        /// The configured limit, in messages.
+        limit: u64,
+    },
+
+    /// A write would take an instance past its storage limit. The broker rejects the
+    /// publish with reason code 0x97 (Quota exceeded).
+    #[error(
+        "instance {instance_id:?} would exceed its storage limit: {used} bytes used, \
+         {requested} more requested, limit {limit} bytes; raise max_instance_bytes or remove \
+         sessions and retained messages"
+    )]
+    InstanceStorageFull {
+        /// The instance id.
+        instance_id: String,
+        /// Bytes stored for the instance before the write.
+        used: u64,
+        /// Bytes the write adds.
+        requested: u64,
+        /// The configured limit, in bytes.
+        limit: u64,
+    },
+
+    /// A write operation has a value the store does not accept, such as QoS 3 or packet id 0.
+    #[error("invalid write to instance {instance_id:?}: {reason}")]
+    InvalidWrite {
+        /// The instance id of the batch.
+        instance_id: String,
+        /// The invalid value and the rule it breaks.
+        reason: String,
+    },
 }
 
 impl StoreError {
+    /// Reports whether a write failed because it reached a queue or storage limit, which the
+    /// broker reports to an MQTT 5 publisher as reason code 0x97 (Quota exceeded).
+    pub fn is_quota_exceeded(&self) -> bool {
+        matches!(
+            self,
+            StoreError::QueueFull { .. } | StoreError::InstanceStorageFull { .. }
+        )
+    }
+
     /// Returns the SQLite error behind this error, if there is one.
     pub fn sqlite_error(&self) -> Option<&rusqlite::Error> {
         match self {

@@ -1,8 +1,10 @@
 //! Switchyard's durable state under the data directory, behind the [`Store`] trait.
 //!
-//! Today the state is the global-endpoint access flag of each disaster-recovery group member
-//! and the audit log of DR changes. Later state (sessions, tokens, device credentials) and
-//! engines for deployments of more than one machine plug in behind the same trait.
+//! The control-plane state is the global-endpoint access flag of each disaster-recovery group
+//! member and the audit log of DR changes. Later control-plane state (tokens, device
+//! credentials) and engines for deployments of more than one machine plug in behind the same
+//! trait. The data-plane state of MQTT sessions lives in [`message`], behind its own
+//! [`MessageStore`] trait.
 //!
 //! # Layout
 //!
@@ -11,9 +13,12 @@
 //!   that `switchyard audit` prints.
 //! - `sqlite`: [`SqliteStore`], the embedded implementation in `switchyard.db`.
 //! - `schema`: the SQLite tables and the `schema_version` check.
+//! - [`message`]: [`MessageStore`], the data-plane store of sessions, queued, inflight,
+//!   retained and will messages, and [`SqliteMessageStore`], its embedded implementation.
 //! - [`error`]: [`StoreError`], the error of every operation.
 
 pub mod error;
+pub mod message;
 
 mod audit;
 mod schema;
@@ -23,6 +28,12 @@ use std::collections::HashMap;
 
 pub use audit::{AuditRecord, AuditRecordId, format_audit_record, format_utc_ms};
 pub use error::StoreError;
+pub use message::{
+    CorruptRecord, Durability, InflightMessage, InstanceState, MessageStore, MessageStoreSettings,
+    MessageStoreStats, PurgeReport, QueueFullPolicy, SessionRecord, SessionState,
+    SqliteMessageStore, StoreFuture, StoredMessage, StoredSubscription, StoredWill, UnixMillis,
+    WriteBatch, WriteOp,
+};
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{DATABASE_FILE_NAME, SqliteSettings, SqliteStore};
 
