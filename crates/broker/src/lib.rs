@@ -28,6 +28,9 @@
 //! - `subscriptions`: the subscription tree that matches topic names against filters.
 //! - `shared`: shared subscription groups and the choice of the member for each message.
 //! - `retained`: the retained message store behind the `RetainedStore` trait.
+//! - `persist`: the instance's `MessageStore` handle and the conversions between sessions,
+//!   messages and wills and their store records; `session/stored.rs` records each session's
+//!   store writes and rebuilds sessions, and `instance/restore.rs` is [`Instance::with_store`].
 //! - `will`: will messages and the rules for when they are published.
 //! - `topic_alias`: MQTT 5.0 Topic Aliases in both directions.
 //! - `rate`: the token bucket behind the connection and publish rate limits.
@@ -42,6 +45,7 @@ mod instance;
 mod listener;
 mod message;
 mod negotiate;
+mod persist;
 mod rate;
 mod retained;
 mod session;

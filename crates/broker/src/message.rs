@@ -1,6 +1,7 @@
 //! Application messages on their way from a publisher to subscriber sessions.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -77,9 +78,19 @@ pub(crate) struct Delivery {
     /// session, or `None` for a delivery through the session's own subscriptions. A message of
     /// a shared subscription can move to another member of the group when this one leaves.
     pub(crate) share: Option<Arc<str>>,
+    /// Set while the store write that enqueues this delivery is pending, for QoS 1 and 2
+    /// deliveries to stored sessions. The session does not send it until the flag clears.
+    pub(crate) store_pending: Option<Arc<AtomicBool>>,
 }
 
 impl Delivery {
+    /// Reports whether the delivery may be sent: its store write, if any, has completed.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.store_pending
+            .as_ref()
+            .is_none_or(|pending| !pending.load(Ordering::Acquire))
+    }
+
     /// Builds the PUBLISH packet that carries this delivery.
     ///
     /// The Message Expiry Interval is rewritten to the time left at `now`, as MQTT 5.0 requires
@@ -164,6 +175,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![4, 5],
             share: None,
+            store_pending: None,
         };
         let publish = delivery.to_publish(None, false, now + Duration::from_secs(20));
         assert_eq!(publish.qos, QoS::AtMostOnce);

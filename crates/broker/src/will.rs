@@ -14,8 +14,9 @@
 //!   the will [MQTT-3.1.2-8 in 5.0];
 //! - never after DISCONNECT 0x00, which deletes the will.
 //!
-//! NOTE: a delayed will still pending when the instance shuts down is not published, because
-//! sessions live in memory and end with the instance.
+//! NOTE: a delayed will still pending when the instance shuts down is not published. Without
+//! a message store it ends with the instance; with one, the restarted instance restores it and
+//! publishes it when it falls due.
 
 use std::time::Instant;
 

@@ -4,10 +4,12 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use switchyard_auth::{CLIENT_ID_SEPARATOR, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN, parse_client_id};
 use switchyard_dr::Edition;
+use switchyard_store::Durability;
 use switchyard_transport::Transport;
 
 /// A whole deployment, as read from `switchyard serve --config FILE`.
@@ -98,21 +100,76 @@ fn default_nonce_cache_capacity() -> usize {
     200_000
 }
 
-/// The embedded SQLite store.
+/// The embedded SQLite store and the message store of persistent sessions.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
     /// How long a write waits for a locked database before it fails, in milliseconds.
     #[serde(default = "default_busy_timeout_ms")]
     pub busy_timeout_ms: u64,
+    /// When a write to the message store counts as durable, and so when a QoS 1 or 2 publish
+    /// to a persistent session is acknowledged.
+    #[serde(default)]
+    pub durability: DurabilityConfig,
+    /// With `group_commit`: the longest time, in milliseconds, that the first write of a
+    /// commit waits for more writes to share its fsync.
+    #[serde(default = "default_group_commit_max_delay_ms")]
+    pub group_commit_max_delay_ms: u64,
+    /// With `group_commit`: the maximum number of write batches in one commit (at least 1).
+    #[serde(default = "default_group_commit_max_batch")]
+    pub group_commit_max_batch: usize,
 }
 
 impl Default for StoreConfig {
     fn default() -> StoreConfig {
         StoreConfig {
             busy_timeout_ms: default_busy_timeout_ms(),
+            durability: DurabilityConfig::default(),
+            group_commit_max_delay_ms: default_group_commit_max_delay_ms(),
+            group_commit_max_batch: default_group_commit_max_batch(),
         }
     }
+}
+
+impl StoreConfig {
+    /// Returns the message store's durability policy, or an error naming the invalid key.
+    pub fn message_durability(&self) -> Result<Durability, String> {
+        match self.durability {
+            DurabilityConfig::PerMessage => Ok(Durability::PerMessage),
+            DurabilityConfig::Memory => Ok(Durability::Memory),
+            DurabilityConfig::GroupCommit => {
+                if self.group_commit_max_batch == 0 {
+                    return Err("store.group_commit_max_batch is 0; set it to 1 or more".to_owned());
+                }
+                Ok(Durability::GroupCommit {
+                    max_delay: Duration::from_millis(self.group_commit_max_delay_ms),
+                    max_batch: self.group_commit_max_batch,
+                })
+            }
+        }
+    }
+}
+
+/// The `store.durability` key: when a message store write counts as durable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DurabilityConfig {
+    /// Writes are grouped into one commit with one fsync; survives a process crash and a
+    /// power loss.
+    #[default]
+    GroupCommit,
+    /// Every write is its own commit with its own fsync.
+    PerMessage,
+    /// Commits are written without fsync; survives a process crash, not a power loss.
+    Memory,
+}
+
+fn default_group_commit_max_delay_ms() -> u64 {
+    1
+}
+
+fn default_group_commit_max_batch() -> usize {
+    256
 }
 
 fn default_busy_timeout_ms() -> u64 {
@@ -423,6 +480,9 @@ impl Config {
 
         if self.store.busy_timeout_ms == 0 {
             return invalid("store.busy_timeout_ms must be at least 1".to_owned());
+        }
+        if let Err(message) = self.store.message_durability() {
+            return invalid(message);
         }
         if self.data_dir.exists() && !self.data_dir.is_dir() {
             return invalid(format!(

@@ -15,7 +15,9 @@ use switchyard_broker::{Instance, InstanceSettings};
 use switchyard_dr::{
     DrController, Edition, FallbackPolicy, GroupSettings, InstanceInfo, Member, Registry,
 };
-use switchyard_store::{SqliteSettings, SqliteStore, Store};
+use switchyard_store::{
+    MessageStore, MessageStoreSettings, SqliteMessageStore, SqliteSettings, SqliteStore, Store,
+};
 use switchyard_transport::rustls::ServerConfig;
 use switchyard_transport::{TlsFiles, Transport, TransportAcceptor, load_server_config};
 use tokio::net::{TcpListener, TcpSocket};
@@ -50,12 +52,39 @@ pub struct Deployment {
     tasks: JoinSet<()>,
 }
 
+/// Opens the message store of persistent sessions and retained messages under `data_dir`,
+/// shared by every instance.
+async fn open_message_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
+    let durability = config
+        .store
+        .message_durability()
+        .map_err(anyhow::Error::msg)?;
+    let settings = MessageStoreSettings {
+        durability,
+        ..MessageStoreSettings::default()
+    };
+    let data_dir = config.data_dir.clone();
+    // Opening reads every record once, so it runs off the async threads.
+    let opened = tokio::task::spawn_blocking(move || SqliteMessageStore::open(&data_dir, settings))
+        .await
+        .context("message store open task failed")?
+        .with_context(|| {
+            format!(
+                "failed to open the message store in {}",
+                config.data_dir.display()
+            )
+        })?;
+    tracing::info!(file = %opened.path().display(), ?durability, "Message store opened");
+    Ok(Arc::new(opened))
+}
+
 /// Builds and starts everything the configuration declares.
 pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
     let busy_timeout = Duration::from_millis(config.store.busy_timeout_ms);
     let store = SqliteStore::open(&config.data_dir, SqliteSettings { busy_timeout })
         .with_context(|| format!("failed to open the store in {}", config.data_dir.display()))?;
     let store: Arc<dyn Store> = Arc::new(store);
+    let message_store = open_message_store(config).await?;
 
     let group_of: HashMap<&str, &GroupConfig> = config
         .disaster_recovery_groups
@@ -111,7 +140,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         settings.max_packet_size = instance_config.max_packet_size;
         settings.max_queued_messages = instance_config.max_queued_messages;
         apply_limits(&mut settings, &instance_config.limits);
-        let instance = Instance::new(settings, Arc::new(PolicyAuthenticator::new(policy)));
+        let auth = Arc::new(PolicyAuthenticator::new(policy));
+        let instance = Instance::with_store(settings, auth, Arc::clone(&message_store))
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to restore instance {} from the message store",
+                    instance_config.id
+                )
+            })?;
 
         let info = InstanceInfo {
             id: instance_config.id.clone(),

@@ -7,7 +7,7 @@ use switchyard_codec::{
     Ack, ByteStr, Disconnect, Packet, Properties, Publish, QoS, ReasonCode, SubAck, Subscribe,
     SubscriptionOptions, UnsubAck, Unsubscribe,
 };
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use super::writer::Outgoing;
 use super::{Close, Connection};
@@ -108,6 +108,9 @@ impl Connection {
                 .await;
         }
 
+        // The publisher's own store writes (its inbound QoS 2 packet id) commit with the
+        // message's deliveries, so a crash keeps both or neither.
+        let mut own_ops = Vec::new();
         if let (QoS::ExactlyOnce, Some(id)) = (qos, packet_id) {
             // 3.x has no Receive Maximum; the 65,535 packet ids bound the state instead.
             let receive_maximum = if self.version.is_v5() {
@@ -115,8 +118,16 @@ impl Connection {
             } else {
                 u16::MAX
             };
-            match self.with_session(|session| session.handle_publish_qos2(id, receive_maximum))? {
-                InboundQoS2::New => {}
+            // Writes recorded before this PUBLISH go out first, in their order.
+            let (_, earlier) = self.with_stored_session(|_| ())?;
+            self.instance
+                .finish_in_background(earlier, "session changes");
+            let (outcome, ops) = self.with_session(|session| {
+                let outcome = session.handle_publish_qos2(id, receive_maximum);
+                (outcome, session.take_store_ops())
+            })?;
+            match outcome {
+                InboundQoS2::New => own_ops = ops,
                 InboundQoS2::Duplicate => {
                     debug!(
                         packet_id = id,
@@ -136,8 +147,42 @@ impl Connection {
 
         let topic = publish.topic.clone();
         let message = Message::from_publish(publish, self.client_id.clone(), now);
-        let receivers = self.instance.publish(message);
+        let published = self.instance.publish_with(message, own_ops);
+        let receivers = published.receivers;
         debug!(%topic, ?qos, receivers, "Message published");
+
+        // The acknowledgement promises the message is stored wherever it must be.
+        if let Some(write) = published.write
+            && let Err(error) = write.wait().await
+        {
+            warn!(%topic, %error, "Message store write failed; publish not acknowledged");
+            if !self.version.is_v5() {
+                let detail = format!("failed to store the message: {error}");
+                return Err(Close::violation(ReasonCode::UNSPECIFIED_ERROR, detail));
+            }
+            let reason = if error.is_quota_exceeded() {
+                ReasonCode::QUOTA_EXCEEDED
+            } else {
+                ReasonCode::UNSPECIFIED_ERROR
+            };
+            let detail = Some(format!("failed to store the message: {error}"));
+            return match (qos, packet_id) {
+                (QoS::AtLeastOnce, Some(id)) => {
+                    self.send(Packet::PubAck(ack_with(id, reason, detail)))
+                        .await
+                }
+                (QoS::ExactlyOnce, Some(id)) => {
+                    // The packet id is released, so the client may send the message again.
+                    let (_, write) =
+                        self.with_stored_session(|session| session.handle_pubrel(id))?;
+                    self.instance
+                        .finish_in_background(write, "release packet id");
+                    self.send(Packet::PubRec(ack_with(id, reason, detail)))
+                        .await
+                }
+                _ => Ok(()),
+            };
+        }
 
         match (qos, packet_id) {
             (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(Ack::new(id))).await,
@@ -169,7 +214,10 @@ impl Connection {
     }
 
     fn handle_puback(&self, ack: &Ack) -> Result<(), Close> {
-        match self.with_session(|session| session.handle_puback(ack.packet_id))? {
+        let (outcome, write) =
+            self.with_stored_session(|session| session.handle_puback(ack.packet_id))?;
+        self.instance.finish_in_background(write, "PUBACK");
+        match outcome {
             AckOutcome::Accepted => self.wake_writer(),
             AckOutcome::Unknown => {
                 debug!(packet_id = ack.packet_id, "PUBACK for unknown packet id")
@@ -179,8 +227,13 @@ impl Connection {
     }
 
     async fn handle_pubrec(&self, ack: &Ack) -> Result<(), Close> {
-        match self.with_session(|session| session.handle_pubrec(ack.packet_id, ack.reason))? {
+        let (outcome, write) =
+            self.with_stored_session(|session| session.handle_pubrec(ack.packet_id, ack.reason))?;
+        match outcome {
             AckOutcome::Accepted => {
+                // PUBREL goes out only once the store knows the PUBLISH arrived, so that a
+                // restart never sends the PUBLISH again after its PUBREL.
+                self.wait_store(write, "PUBREC").await;
                 self.wake_writer();
                 Ok(())
             }
@@ -204,7 +257,10 @@ impl Connection {
 
     /// Handles PUBREL, which releases an inbound QoS 2 packet id, and replies PUBCOMP.
     async fn handle_pubrel(&self, ack: &Ack) -> Result<(), Close> {
-        let released = self.with_session(|session| session.handle_pubrel(ack.packet_id))?;
+        let (released, write) =
+            self.with_stored_session(|session| session.handle_pubrel(ack.packet_id))?;
+        // After PUBCOMP the client may reuse the packet id, so the store must have released it.
+        self.wait_store(write, "PUBREL").await;
         let completion = if released || !self.version.is_v5() {
             Ack::new(ack.packet_id)
         } else {
@@ -223,7 +279,10 @@ impl Connection {
     }
 
     fn handle_pubcomp(&self, ack: &Ack) -> Result<(), Close> {
-        match self.with_session(|session| session.handle_pubcomp(ack.packet_id))? {
+        let (outcome, write) =
+            self.with_stored_session(|session| session.handle_pubcomp(ack.packet_id))?;
+        self.instance.finish_in_background(write, "PUBCOMP");
+        match outcome {
             AckOutcome::Accepted => self.wake_writer(),
             AckOutcome::Unknown => {
                 debug!(packet_id = ack.packet_id, "PUBCOMP for unknown packet id");
@@ -258,6 +317,9 @@ impl Connection {
                 }
             }
         }
+        // The subscriptions of a persistent session are stored before SUBACK.
+        let (_, write) = self.with_stored_session(|_| ())?;
+        self.wait_store(write, "SUBSCRIBE").await;
         let suback = SubAck {
             packet_id: subscribe.packet_id,
             reasons,
@@ -361,6 +423,8 @@ impl Connection {
             };
             reasons.push(reason);
         }
+        let (_, write) = self.with_stored_session(|_| ())?;
+        self.wait_store(write, "UNSUBSCRIBE").await;
         let unsuback = UnsubAck {
             packet_id: unsubscribe.packet_id,
             reasons,

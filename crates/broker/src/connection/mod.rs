@@ -26,6 +26,7 @@ use switchyard_codec::{
     ByteStr, ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode,
     decode_packet, encode_packet,
 };
+use switchyard_store::StoreFuture;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -188,6 +189,10 @@ async fn serve<S>(
         "Client connected"
     );
 
+    // A persistent session is in the store before the client learns it exists.
+    let purpose = "open session";
+    let _ = crate::persist::wait_logged(opened.store_write, instance.id(), purpose).await;
+
     // CONNACK goes first in the writer's first batch, before any resent message.
     let rules = OutboundRules {
         version,
@@ -212,8 +217,9 @@ async fn serve<S>(
     } else {
         0
     });
+    let store = instance.store().cloned();
     let mut writer = tokio::spawn(
-        writer::run(write_half, slot, id, rules, outgoing_rx, first_batch).in_current_span(),
+        writer::run(write_half, slot, id, rules, outgoing_rx, first_batch, store).in_current_span(),
     );
     let publish_rate = RateLimiter::new(instance.settings().max_publish_rate, now);
     let mut connection = Connection {
@@ -471,6 +477,28 @@ impl Connection {
             return Err(Close::SessionLost);
         }
         Ok(step(&mut session))
+    }
+
+    /// Runs `step` like [`Connection::with_session`] and submits the store writes it recorded,
+    /// returning the write.
+    fn with_stored_session<T>(
+        &self,
+        step: impl FnOnce(&mut Session) -> T,
+    ) -> Result<(T, Option<StoreFuture<()>>), Close> {
+        let mut session = self.slot.lock();
+        if !session.is_owned_by(self.id) {
+            return Err(Close::SessionLost);
+        }
+        let output = step(&mut session);
+        let write = self.instance.submit_session_ops(&mut session);
+        Ok((output, write))
+    }
+
+    /// Waits for a store write of this connection's session, logging a failure.
+    async fn wait_store(&self, write: Option<StoreFuture<()>>, purpose: &str) -> bool {
+        crate::persist::wait_logged(write, self.instance.id(), purpose)
+            .await
+            .is_ok()
     }
 
     /// Wakes the writer because the session may have packets to send.

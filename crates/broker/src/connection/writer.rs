@@ -11,14 +11,17 @@ use bytes::BytesMut;
 use switchyard_codec::{
     Disconnect, Packet, Properties, ProtocolVersion, Publish, encode_packet, encoded_len,
 };
+use switchyard_store::StoreFuture;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::ids::ConnectionId;
 use crate::instance::SessionSlot;
 use crate::message::Delivery;
+use crate::persist::InstanceStore;
+use crate::session::Session;
 use crate::topic_alias::OutboundAliases;
 
 /// A request from the reader to the writer.
@@ -69,8 +72,9 @@ pub(super) async fn run<W: AsyncWrite + Unpin>(
     rules: OutboundRules,
     outgoing: mpsc::Receiver<Outgoing>,
     buf: BytesMut,
+    store: Option<InstanceStore>,
 ) -> io::Result<()> {
-    let result = write_loop(writer, slot, connection, rules, outgoing, buf).await;
+    let result = write_loop(writer, slot, connection, rules, outgoing, buf, store).await;
     if let Err(error) = &result {
         debug!(%error, "Write failed");
     }
@@ -84,6 +88,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     rules: OutboundRules,
     mut outgoing: mpsc::Receiver<Outgoing>,
     buf: BytesMut,
+    store: Option<InstanceStore>,
 ) -> io::Result<()> {
     let mut batch = Batch {
         buf,
@@ -92,6 +97,8 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         slot: Arc::clone(&slot),
         closing: None,
         session_lost: false,
+        store,
+        store_writes: Vec::new(),
     };
 
     loop {
@@ -106,6 +113,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             batch.add_packet(Packet::Disconnect(disconnect));
         }
 
+        // A QoS 1 or 2 PUBLISH goes out only once its inflight state is stored, so that a
+        // restart resends it with the same packet id.
+        for write in batch.store_writes.drain(..) {
+            if let Err(error) = write.await {
+                warn!(%error, "Message store write of outbound messages failed; sending them anyway");
+            }
+        }
         if !batch.buf.is_empty() {
             writer.write_all(&batch.buf).await?;
             writer.flush().await?;
@@ -140,6 +154,10 @@ struct Batch {
     /// Set once another connection owns the session; session packets are no longer this
     /// connection's to send.
     session_lost: bool,
+    /// The instance's message store, if the instance has one.
+    store: Option<InstanceStore>,
+    /// The store writes of the session packets in `buf`, to complete before the write.
+    store_writes: Vec<StoreFuture<()>>,
 }
 
 impl Batch {
@@ -157,10 +175,12 @@ impl Batch {
         match item {
             Some(Outgoing::Packet(packet)) => self.add_packet(packet),
             Some(Outgoing::Deliver(deliveries)) => {
-                let mut session = self.slot.lock();
+                let slot = Arc::clone(&self.slot);
+                let mut session = slot.lock();
                 for delivery in deliveries {
                     session.handle_deliver(delivery);
                 }
+                self.submit_store_ops(&mut session);
             }
             Some(Outgoing::Close(disconnect)) => self.closing = Some(disconnect),
             // The reader is gone without saying how to close.
@@ -192,6 +212,16 @@ impl Batch {
         encode_packet(&packet, self.rules.version, &mut self.buf);
     }
 
+    /// Submits the store writes the session recorded, while the caller holds its lock.
+    fn submit_store_ops(&mut self, session: &mut Session) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if let Some(write) = store.submit(session.take_store_ops()) {
+            self.store_writes.push(write);
+        }
+    }
+
     /// Adds the session's packets to the batch; returns whether it stopped early because the
     /// batch is full, so more may be waiting.
     fn take_session_packets(&mut self, slot: &SessionSlot, connection: ConnectionId) -> bool {
@@ -213,6 +243,7 @@ impl Batch {
                         None => break,
                     }
                 }
+                self.submit_store_ops(&mut session);
             }
             let drained = packets.len() < SESSION_PACKETS_PER_LOCK;
             for packet in packets {

@@ -179,6 +179,14 @@ impl Instance {
         let moved = std::mem::replace(&mut *session, retired);
         drop(session);
 
+        // NOTE: the removal commits before the adopting instance writes the session, so a
+        // crash between the two commits loses the session from the store.
+        let mut moved = moved;
+        let mut ops = moved.take_store_ops();
+        ops.extend(moved.handle_store(false));
+        if let Some(store) = self.store() {
+            self.finish_in_background(store.submit(ops), "hand over session");
+        }
         let client_id = moved.client_id().clone();
         remove_session(&mut registry, &client_id, &moved);
         drop(registry);
@@ -213,8 +221,10 @@ impl Instance {
     pub(super) fn insert_adopted(
         &self,
         registry: &mut Registry,
-        session: Session,
+        mut session: Session,
     ) -> Arc<SessionSlot> {
+        // The session is stored again, as a whole, once it is attached here.
+        session.handle_store(false);
         let client_id = session.client_id().clone();
         for (filter, subscriber) in session.subscriptions() {
             registry

@@ -7,12 +7,15 @@
 //!   point-to-point topics and retained messages.
 //! - `handover`: moving an offline session to another instance of the process, for the DR
 //!   global endpoint.
+//! - `restore`: [`Instance::with_store`], which rebuilds sessions and retained messages from a
+//!   message store.
 //!
 //! Locks are `std::sync` locks held for one short step and never across an `.await`. When two
 //! are held together they are taken in this order: the registry, then one session. The map of
 //! connection handles and the retained store are never held together with either.
 
 mod handover;
+mod restore;
 mod routing;
 mod sessions;
 
@@ -27,6 +30,7 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 use switchyard_codec::{Connect, ReasonCode};
+use switchyard_store::StoreFuture;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +40,7 @@ use tracing::{info, warn};
 use crate::auth::Authenticator;
 use crate::connection::{self, ConnectionHandle, Origin};
 use crate::ids::{ClientId, ConnectionId};
+use crate::persist::InstanceStore;
 use crate::rate::RateLimiter;
 use crate::retained::{MemoryRetainedStore, RetainedStore};
 use crate::session::Session;
@@ -47,10 +52,15 @@ use crate::subscriptions::SubscriptionTree;
 /// Connections arrive through [`Instance::serve`] (a region listener) or
 /// [`Instance::accept_connection`] (the DR global endpoint, which has already read the CONNECT).
 ///
-/// Sessions and retained messages live in memory: they survive a reconnect, not a restart.
+/// Sessions and retained messages live in memory. An instance created with
+/// [`Instance::with_store`] also writes its persistent sessions and retained messages to a
+/// [`MessageStore`](switchyard_store::MessageStore), so they survive a restart; one created
+/// with [`Instance::new`] keeps them only until it is dropped.
 pub struct Instance {
     settings: InstanceSettings,
     auth: Arc<dyn Authenticator>,
+    /// The message store of persistent sessions and retained messages, if any.
+    store: Option<InstanceStore>,
     registry: RwLock<Registry>,
     retained: Box<dyn RetainedStore>,
     /// Retained messages not stored because the store was full, for rate-limited warnings.
@@ -89,6 +99,8 @@ pub(crate) struct OpenedSession {
     pub(crate) slot: Arc<SessionSlot>,
     /// Whether an existing session was resumed, for CONNACK's Session Present flag.
     pub(crate) session_present: bool,
+    /// The store write of the session, to complete before CONNACK.
+    pub(crate) store_write: Option<StoreFuture<()>>,
 }
 
 // === impl Instance ===
@@ -96,12 +108,21 @@ pub(crate) struct OpenedSession {
 impl Instance {
     /// Creates an instance with no sessions; it accepts connections once they are handed to it.
     pub fn new(settings: InstanceSettings, auth: Arc<dyn Authenticator>) -> Arc<Instance> {
+        Arc::new(Instance::build(settings, auth, None))
+    }
+
+    fn build(
+        settings: InstanceSettings,
+        auth: Arc<dyn Authenticator>,
+        store: Option<InstanceStore>,
+    ) -> Instance {
         let retained = MemoryRetainedStore::new(settings.max_retained_messages);
         let now = tokio::time::Instant::now().into_std();
         let connection_rate = RateLimiter::new(settings.max_connection_rate, now);
-        Arc::new(Instance {
+        Instance {
             settings,
             auth,
+            store,
             registry: RwLock::new(Registry::default()),
             retained: Box::new(retained),
             retained_rejected: AtomicU64::new(0),
@@ -112,7 +133,7 @@ impl Instance {
             healthy: AtomicBool::new(true),
             stopping: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        })
+        }
     }
 
     /// Returns the instance id.
@@ -233,6 +254,32 @@ impl Instance {
         self.tasks.close();
         self.tasks.wait().await;
         info!(instance = %self.id(), closed = handles.len(), "Instance stopped");
+    }
+
+    pub(crate) fn store(&self) -> Option<&InstanceStore> {
+        self.store.as_ref()
+    }
+
+    /// Takes the store writes the session recorded and submits them, while the caller holds
+    /// the session's lock, so each session's writes reach the store in order.
+    pub(crate) fn submit_session_ops(&self, session: &mut Session) -> Option<StoreFuture<()>> {
+        let store = self.store.as_ref()?;
+        store.submit(session.take_store_ops())
+    }
+
+    /// Lets a store write finish on a task of the instance, logging a failure.
+    pub(crate) fn finish_in_background(
+        &self,
+        write: Option<StoreFuture<()>>,
+        purpose: &'static str,
+    ) {
+        if write.is_none() {
+            return;
+        }
+        let instance_id = self.id().to_owned();
+        self.tasks.spawn(async move {
+            let _ = crate::persist::wait_logged(write, &instance_id, purpose).await;
+        });
     }
 
     pub(crate) fn authenticator(&self) -> &dyn Authenticator {

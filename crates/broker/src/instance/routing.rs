@@ -3,18 +3,29 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use switchyard_codec::QoS;
+use switchyard_store::WriteOp;
 use tracing::{debug, warn};
 
 use super::{Instance, Registry, SessionSlot};
 use crate::ids::ClientId;
 use crate::message::{Delivery, Message};
+use crate::persist::{MessageWrite, stored_retained};
 use crate::retained::RetainOutcome;
 use crate::session::DeliverOutcome;
 use crate::shared::{MemberState, SharedGroup};
 use crate::subscriptions::Subscriber;
+
+/// The result of [`Instance::publish_with`].
+pub(crate) struct Published {
+    /// The number of deliveries.
+    pub(crate) receivers: usize,
+    /// The store write to complete before acknowledging the publisher, if any.
+    pub(crate) write: Option<MessageWrite>,
+}
 
 impl Instance {
     /// Delivers `message` to every session it is addressed to and returns how many deliveries
@@ -30,17 +41,62 @@ impl Instance {
     /// The deliveries are queued under the registry's read lock, so a session handover, which
     /// takes the write lock, sees every message routed to the session before it.
     pub(crate) fn publish(&self, message: Message) -> usize {
+        let published = self.publish_with(message, Vec::new());
+        if let Some(write) = published.write {
+            let instance_id = self.id().to_owned();
+            self.tasks().spawn(async move {
+                let future = write.wait();
+                if let Err(error) = future.await {
+                    warn!(instance = %instance_id, %error, "Message store write of a will failed");
+                }
+            });
+        }
+        published.receivers
+    }
+
+    /// Publishes `message` like [`Instance::publish`], and returns the store write that the
+    /// publisher's acknowledgement must wait for.
+    ///
+    /// With a store, one batch contains `ops` (the publisher's own writes, such as its inbound
+    /// QoS 2 packet id), the message's QoS 1 and 2 deliveries to stored sessions and the
+    /// retained message, so they commit together or not at all. Those deliveries are held
+    /// back until the write completes. Without a store, or when nothing needs storing, there
+    /// is no write.
+    pub(crate) fn publish_with(&self, message: Message, mut ops: Vec<WriteOp>) -> Published {
         let message = Arc::new(message);
         if message.retain && p2p_target(&message.topic).is_none() {
-            self.retain(&message);
+            self.retain(&message, &mut ops);
         }
         let registry = self.read_registry();
         let deliveries = self.route(&registry, &message);
-        let count = deliveries.len();
+        let receivers = deliveries.len();
+        let Some(store) = self.store() else {
+            // Without a store the path is the same as before stores existed.
+            for (slot, delivery) in deliveries {
+                self.deliver(&slot, delivery);
+            }
+            return Published {
+                receivers,
+                write: None,
+            };
+        };
+        let gate = Arc::new(AtomicBool::new(true));
+        let mut waiting = Vec::new();
         for (slot, delivery) in deliveries {
-            self.deliver(&slot, delivery);
+            let delivery_ops = self.deliver_gated(&slot, delivery, &gate);
+            if !delivery_ops.is_empty() {
+                ops.extend(delivery_ops);
+                waiting.push(slot);
+            }
         }
-        count
+        drop(registry);
+        let write = store
+            .submit(ops)
+            .map(|future| MessageWrite::new(future, Arc::clone(&gate), waiting));
+        if write.is_none() {
+            gate.store(false, Ordering::Release);
+        }
+        Published { receivers, write }
     }
 
     /// Returns the deliveries of the retained messages that match `filter`, for a new
@@ -60,14 +116,23 @@ impl Instance {
                 retain: true,
                 subscription_ids: subscriber.subscription_id.into_iter().collect(),
                 share: None,
+                store_pending: None,
                 message,
             })
             .collect()
     }
 
-    /// Stores or deletes the retained message of the topic of `message`.
-    fn retain(&self, message: &Arc<Message>) {
+    /// Stores or deletes the retained message of the topic of `message`, adding the store
+    /// write to `ops` when the instance has a store.
+    fn retain(&self, message: &Arc<Message>, ops: &mut Vec<WriteOp>) {
+        let stored = self.store().is_some();
         match self.retained.retain(message) {
+            RetainOutcome::Stored if stored => {
+                ops.push(WriteOp::PutRetained(stored_retained(message)))
+            }
+            RetainOutcome::Deleted if stored => ops.push(WriteOp::RemoveRetained {
+                topic: message.topic.as_str().to_owned(),
+            }),
             RetainOutcome::Stored | RetainOutcome::Deleted => {}
             RetainOutcome::Full { limit } => {
                 let rejected = self.retained_rejected.fetch_add(1, Ordering::Relaxed) + 1;
@@ -87,9 +152,47 @@ impl Instance {
         }
     }
 
-    /// Queues `delivery` in the session of `slot` and wakes its writer.
+    /// Queues `delivery` in the session of `slot` like [`Instance::deliver`], and returns the
+    /// store writes of a stored session instead of submitting them. A QoS 1 or 2 delivery to a
+    /// stored session waits for `gate` to clear before it is sent.
+    fn deliver_gated(
+        &self,
+        slot: &SessionSlot,
+        mut delivery: Delivery,
+        gate: &Arc<AtomicBool>,
+    ) -> Vec<WriteOp> {
+        let mut session = slot.lock();
+        if !session.is_stored() || delivery.qos == QoS::AtMostOnce {
+            drop(session);
+            self.deliver(slot, delivery);
+            return Vec::new();
+        }
+        // Writes recorded before this delivery go out now, in their order.
+        let earlier = self.submit_session_ops(&mut session);
+        self.finish_in_background(earlier, "session changes");
+        delivery.store_pending = Some(Arc::clone(gate));
+        let outcome = session.handle_deliver(delivery);
+        let ops = session.take_store_ops();
+        drop(session);
+        self.log_deliver(slot, outcome);
+        ops
+    }
+
+    /// Queues `delivery` in the session of `slot`, submits its store writes, if any, and
+    /// wakes its writer.
     fn deliver(&self, slot: &SessionSlot, delivery: Delivery) {
-        let outcome = slot.lock().handle_deliver(delivery);
+        let outcome = {
+            let mut session = slot.lock();
+            let outcome = session.handle_deliver(delivery);
+            let write = self.submit_session_ops(&mut session);
+            self.finish_in_background(write, "queued message");
+            outcome
+        };
+        self.log_deliver(slot, outcome);
+    }
+
+    /// Wakes the writer of `slot` after a delivery and logs a drop from a full queue.
+    fn log_deliver(&self, slot: &SessionSlot, outcome: DeliverOutcome) {
         match outcome {
             DeliverOutcome::Queued => slot.wake.notify_one(),
             DeliverOutcome::QueuedAfterDrop { dropped_total } => {
@@ -127,6 +230,7 @@ impl Instance {
                 retain: false,
                 subscription_ids: Vec::new(),
                 share: None,
+                store_pending: None,
             };
             return vec![(Arc::clone(slot), delivery)];
         }
@@ -145,6 +249,7 @@ impl Instance {
                 retain: message.retain && matched.retain_as_published,
                 subscription_ids: matched.subscription_ids,
                 share: None,
+                store_pending: None,
             };
             deliveries.push((Arc::clone(slot), delivery));
         }
@@ -193,6 +298,7 @@ fn choose_member(
         retain: message.retain && subscriber.options.retain_as_published,
         subscription_ids: subscriber.subscription_id.into_iter().collect(),
         share: Some(Arc::clone(group.filter())),
+        store_pending: None,
     };
     Some((Arc::clone(slot), delivery))
 }

@@ -9,6 +9,8 @@ use switchyard_codec::ReasonCode;
 use switchyard_codec::topic::parse_shared_subscription;
 use tracing::info;
 
+use switchyard_store::StoreFuture;
+
 use super::{DetachedSession, Instance, OpenedSession, Registry, SessionSlot, lock};
 use crate::connection::Origin;
 use crate::ids::{ClientId, ConnectionId};
@@ -97,10 +99,12 @@ impl Instance {
             session.handle_attach(connection, link);
             session.handle_will(will);
             session.handle_origin(origin.clone());
+            let store_write = self.store_opened(&mut session, negotiated.session_expiry);
             drop(session);
             let opened = OpenedSession {
                 slot,
                 session_present,
+                store_write,
             };
             (opened, previous_owner)
         };
@@ -114,6 +118,21 @@ impl Instance {
             }
         }
         opened
+    }
+
+    /// Writes an opened session to the store if it is persistent (expiry above 0), or removes
+    /// it from the store if it no longer is, and returns the write.
+    fn store_opened(&self, session: &mut Session, expiry: u32) -> Option<StoreFuture<()>> {
+        let store = self.store()?;
+        let was_stored = session.is_stored();
+        let mut ops = session.take_store_ops();
+        ops.extend(session.handle_store(expiry > 0));
+        if was_stored && session.is_stored() {
+            // The record now has the new expiry and protocol version and no deadline.
+            session.record_session();
+            ops.extend(session.take_store_ops());
+        }
+        store.submit(ops)
     }
 
     /// Detaches `connection` from its session at `now`. `publish_will` is false when the client
@@ -139,6 +158,8 @@ impl Instance {
             .handle_close_will(publish_will, now)
             .into_iter()
             .collect();
+        let write = self.submit_session_ops(&mut session);
+        self.finish_in_background(write, "close session");
         if session.expiry_interval() == 0 {
             drop(session);
             due_wills.extend(self.end_session(&mut registry, slot));
@@ -229,6 +250,11 @@ impl Instance {
     fn end_session(&self, registry: &mut Registry, slot: &Arc<SessionSlot>) -> Option<WillMessage> {
         let mut session = slot.lock();
         session.handle_discard();
+        let mut ops = session.take_store_ops();
+        ops.extend(session.handle_store(false));
+        if let Some(store) = self.store() {
+            self.finish_in_background(store.submit(ops), "end session");
+        }
         let client_id = session.client_id().clone();
         let filters: Vec<String> = session.subscription_filters().map(str::to_owned).collect();
         let handed_over = session.take_shared_deliveries(None, true);
@@ -249,7 +275,7 @@ impl Instance {
     /// Starts a timer that ends the offline session in `slot` at `deadline`, unless the client
     /// came back or the session was replaced by then. The timer holds no strong reference, so
     /// it does not keep a dropped instance alive.
-    fn schedule_expiry(
+    pub(super) fn schedule_expiry(
         self: &Arc<Self>,
         slot: Arc<SessionSlot>,
         client_id: ClientId,
@@ -288,7 +314,7 @@ impl Instance {
 
     /// Starts a timer that publishes the delayed will of the session in `slot` at `deadline`,
     /// unless the client came back or the session ended by then.
-    fn schedule_will(
+    pub(super) fn schedule_will(
         self: &Arc<Self>,
         slot: Arc<SessionSlot>,
         client_id: ClientId,
@@ -305,7 +331,13 @@ impl Instance {
                         return;
                     };
                     let now = tokio::time::Instant::now().into_std();
-                    let will = slot.lock().take_due_will(now);
+                    let will = {
+                        let mut session = slot.lock();
+                        let will = session.take_due_will(now);
+                        let write = instance.submit_session_ops(&mut session);
+                        instance.finish_in_background(write, "delayed will");
+                        will
+                    };
                     instance.publish_wills(&client_id, will.into_iter().collect());
                 }
             }

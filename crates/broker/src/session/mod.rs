@@ -9,16 +9,19 @@
 //! write buffer.
 
 mod queue;
+mod stored;
 mod will;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use switchyard_codec::{Ack, Packet, ProtocolVersion, QoS, ReasonCode, encoded_len};
+use switchyard_store::{InflightMessage, WriteOp};
 
 use crate::connection::Origin;
 use crate::ids::{ClientId, ConnectionId};
 use crate::message::Delivery;
+use crate::persist::stored_delivery;
 use crate::subscriptions::Subscriber;
 use crate::will::WillMessage;
 use queue::{Queue, is_of_share};
@@ -60,6 +63,9 @@ pub(crate) struct Session {
     /// The will of a connection that ended, waiting for its Will Delay Interval.
     delayed_will: Option<DelayedWill>,
     stats: SessionStats,
+    /// The store writes of the changes since the instance last took them, or `None` when the
+    /// session is not stored (see `session/stored.rs`).
+    store_ops: Option<Vec<WriteOp>>,
 }
 
 /// Parameters of the connection a session is attached to.
@@ -181,6 +187,7 @@ impl Session {
             will: None,
             delayed_will: None,
             stats: SessionStats::default(),
+            store_ops: None,
         }
     }
 
@@ -245,6 +252,7 @@ impl Session {
         let dropped = self.queue.at_most_once.len() as u64;
         self.queue.at_most_once.clear();
         self.stats.offline_qos0 += dropped;
+        self.record_session();
         true
     }
 
@@ -280,9 +288,12 @@ impl Session {
 
     /// Records a subscription, returning whether it replaced one with the same filter.
     pub(crate) fn handle_subscribe(&mut self, filter: &str, subscriber: Subscriber) -> bool {
-        self.subscriptions
+        let replaced = self
+            .subscriptions
             .insert(filter.to_owned(), subscriber)
-            .is_some()
+            .is_some();
+        self.record_session();
+        replaced
     }
 
     pub(crate) fn has_subscription(&self, filter: &str) -> bool {
@@ -295,7 +306,11 @@ impl Session {
 
     /// Forgets a subscription, returning whether it existed.
     pub(crate) fn handle_unsubscribe(&mut self, filter: &str) -> bool {
-        self.subscriptions.remove(filter).is_some()
+        let existed = self.subscriptions.remove(filter).is_some();
+        if existed {
+            self.record_session();
+        }
+        existed
     }
 
     /// Returns the topic filters of the session.
@@ -320,8 +335,22 @@ impl Session {
             return DeliverOutcome::DroppedOffline;
         }
         let dropped = self.queue.make_room();
-        self.queue.push(delivery);
-        if dropped {
+        if let Some((sequence, qos)) = dropped
+            && qos != QoS::AtMostOnce
+        {
+            self.record_dequeue(sequence);
+        }
+        let stored = (self.is_stored() && delivery.qos != QoS::AtMostOnce)
+            .then(|| stored_delivery(&delivery));
+        let sequence = self.queue.push(delivery);
+        if let Some(message) = stored {
+            self.record(WriteOp::Enqueue {
+                client_id: self.client_id.as_str().to_owned(),
+                seq: sequence,
+                message,
+            });
+        }
+        if dropped.is_some() {
             self.stats.queue_full += 1;
             DeliverOutcome::QueuedAfterDrop {
                 dropped_total: self.stats.queue_full,
@@ -344,9 +373,13 @@ impl Session {
         }
         loop {
             let window_open = self.inflight.len() < usize::from(self.link.window);
-            let (_, delivery) = self.queue.pop(window_open)?;
+            let (sequence, delivery) = self.queue.pop(window_open)?;
+            let reliable = delivery.qos != QoS::AtMostOnce;
             if delivery.message.is_expired(now) {
                 self.stats.expired += 1;
+                if reliable {
+                    self.record_dequeue(sequence);
+                }
                 continue;
             }
             if delivery.qos == QoS::AtMostOnce {
@@ -363,15 +396,29 @@ impl Session {
             let probe = Packet::Publish(delivery.to_publish(Some(1), false, now));
             if !self.fits(&probe) {
                 self.stats.too_large += 1;
+                self.record_dequeue(sequence);
                 continue;
             }
-            let packet_id = self.allocate_packet_id()?;
+            let Some(packet_id) = self.allocate_packet_id() else {
+                // Not reachable while the window is at most 65,535, but the message must not
+                // be lost if it were.
+                self.queue.restore(sequence, delivery);
+                return None;
+            };
             let packet = Packet::Publish(delivery.to_publish(Some(packet_id), false, now));
             let awaiting = if delivery.qos == QoS::ExactlyOnce {
                 Awaiting::PubRec
             } else {
                 Awaiting::PubAck
             };
+            if self.is_stored() {
+                self.record_dequeue(sequence);
+                let inflight = InflightMessage {
+                    message: stored_delivery(&delivery),
+                    pubrel_sent: false,
+                };
+                self.record_inflight(packet_id, inflight);
+            }
             self.inflight.push_back(Inflight {
                 packet_id,
                 delivery,
@@ -387,6 +434,7 @@ impl Session {
         match self.find_inflight(packet_id, Awaiting::PubAck) {
             Some(index) => {
                 self.inflight.remove(index);
+                self.record_remove_inflight(packet_id);
                 AckOutcome::Accepted
             }
             None => AckOutcome::Unknown,
@@ -408,9 +456,17 @@ impl Session {
         };
         if reason.is_error() {
             self.inflight.remove(index);
+            self.record_remove_inflight(packet_id);
         } else if let Some(entry) = self.inflight.get_mut(index) {
             entry.awaiting = Awaiting::PubComp;
             entry.sent = false;
+            if self.store_ops.is_some() {
+                let inflight = InflightMessage {
+                    message: stored_delivery(&entry.delivery),
+                    pubrel_sent: true,
+                };
+                self.record_inflight(packet_id, inflight);
+            }
         }
         AckOutcome::Accepted
     }
@@ -420,6 +476,7 @@ impl Session {
         match self.find_inflight(packet_id, Awaiting::PubComp) {
             Some(index) => {
                 self.inflight.remove(index);
+                self.record_remove_inflight(packet_id);
                 AckOutcome::Accepted
             }
             None => AckOutcome::Unknown,
@@ -440,6 +497,10 @@ impl Session {
             return InboundQoS2::WindowExceeded;
         }
         self.inbound_unreleased.insert(packet_id);
+        self.record(WriteOp::AddIncomingQos2 {
+            client_id: self.client_id.as_str().to_owned(),
+            packet_id,
+        });
         InboundQoS2::New
     }
 
@@ -451,7 +512,14 @@ impl Session {
     /// Handles PUBREL, releasing an inbound packet id, and returns whether it was unreleased.
     /// The caller replies PUBCOMP either way, in 5.0 with 0x92 when it was not.
     pub(crate) fn handle_pubrel(&mut self, packet_id: u16) -> bool {
-        self.inbound_unreleased.remove(&packet_id)
+        let released = self.inbound_unreleased.remove(&packet_id);
+        if released {
+            self.record(WriteOp::RemoveIncomingQos2 {
+                client_id: self.client_id.as_str().to_owned(),
+                packet_id,
+            });
+        }
+        released
     }
 
     /// Removes and returns the deliveries of the shared subscription `share` (of every shared
@@ -475,9 +543,17 @@ impl Session {
                     entry.awaiting == Awaiting::PubAck && is_of_share(&entry.delivery, share)
                 });
             self.inflight = kept;
-            taken.extend(moved.into_iter().map(|entry| entry.delivery));
+            for entry in moved {
+                self.record_remove_inflight(entry.packet_id);
+                taken.push(entry.delivery);
+            }
         }
-        taken.extend(self.queue.take_shared(share));
+        for (sequence, delivery) in self.queue.take_shared(share) {
+            if delivery.qos != QoS::AtMostOnce {
+                self.record_dequeue(sequence);
+            }
+            taken.push(delivery);
+        }
         taken
     }
 

@@ -37,20 +37,39 @@ impl Queue {
     }
 
     /// Drops the oldest QoS 0 message, or else the oldest message, if the queue is full.
-    /// Returns whether it dropped one.
-    pub(super) fn make_room(&mut self) -> bool {
+    /// Returns the sequence number and QoS of the message it dropped.
+    pub(super) fn make_room(&mut self) -> Option<(u64, QoS)> {
         if self.len() < self.capacity {
-            return false;
+            return None;
         }
-        if self.at_most_once.pop_front().is_none() {
-            self.reliable.pop_front();
-        }
-        true
+        let dropped = match self.at_most_once.pop_front() {
+            Some(dropped) => Some(dropped),
+            None => self.reliable.pop_front(),
+        };
+        // An empty queue is never full, because the capacity is at least 1.
+        Some(
+            dropped.map_or((0, QoS::AtMostOnce), |(sequence, delivery)| {
+                (sequence, delivery.qos)
+            }),
+        )
     }
 
-    pub(super) fn push(&mut self, delivery: Delivery) {
+    /// Appends a delivery and returns its sequence number.
+    pub(super) fn push(&mut self, delivery: Delivery) -> u64 {
         let sequence = self.next_sequence;
         self.next_sequence += 1;
+        self.insert(sequence, delivery);
+        sequence
+    }
+
+    /// Appends a delivery restored from the store under its stored sequence number, which is
+    /// higher than those of the deliveries restored before it.
+    pub(super) fn restore(&mut self, sequence: u64, delivery: Delivery) {
+        self.next_sequence = self.next_sequence.max(sequence.saturating_add(1));
+        self.insert(sequence, delivery);
+    }
+
+    fn insert(&mut self, sequence: u64, delivery: Delivery) {
         if delivery.qos == QoS::AtMostOnce {
             self.at_most_once.push_back((sequence, delivery));
         } else {
@@ -59,8 +78,13 @@ impl Queue {
     }
 
     /// Removes the oldest message that can be sent now: a QoS 1 or 2 message only when
-    /// `window_open`.
+    /// `window_open` and its store write has completed.
     pub(super) fn pop(&mut self, window_open: bool) -> Option<(u64, Delivery)> {
+        let ready = self
+            .reliable
+            .front()
+            .is_some_and(|(_, delivery)| delivery.is_ready());
+        let window_open = window_open && ready;
         let reliable_next = match (self.reliable.front(), self.at_most_once.front()) {
             (Some(_), None) => window_open,
             (Some((reliable, _)), Some((at_most_once, _))) => {
@@ -77,7 +101,7 @@ impl Queue {
 
     /// Removes and returns the queued deliveries of the shared subscription `share`, or of every
     /// shared subscription when `share` is `None`, in their original order.
-    pub(super) fn take_shared(&mut self, share: Option<&str>) -> Vec<Delivery> {
+    pub(super) fn take_shared(&mut self, share: Option<&str>) -> Vec<(u64, Delivery)> {
         let mut taken: Vec<(u64, Delivery)> = Vec::new();
         for lane in [&mut self.at_most_once, &mut self.reliable] {
             let (moved, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(lane)
@@ -87,7 +111,7 @@ impl Queue {
             taken.extend(moved);
         }
         taken.sort_by_key(|(sequence, _)| *sequence);
-        taken.into_iter().map(|(_, delivery)| delivery).collect()
+        taken
     }
 }
 

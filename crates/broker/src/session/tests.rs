@@ -65,6 +65,7 @@ fn delivery_with_payload(
         retain: false,
         subscription_ids: Vec::new(),
         share: None,
+        store_pending: None,
     }
 }
 

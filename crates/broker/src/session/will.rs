@@ -22,6 +22,7 @@ impl Session {
     /// [`Session::handle_reconnect`] or ends the session before a new connection attaches.
     pub(crate) fn handle_will(&mut self, will: Option<WillMessage>) {
         self.will = will;
+        self.record_will();
     }
 
     /// Handles the will when the connection ends at `now`; `publish` is false after DISCONNECT
@@ -31,6 +32,13 @@ impl Session {
     /// until [`Session::poll_will`]'s deadline or until the session ends, whichever is first.
     pub(crate) fn handle_close_will(&mut self, publish: bool, now: Instant) -> Option<WillMessage> {
         let will = self.will.take()?;
+        let due_now = self.arm_will(will, publish, now);
+        self.record_will();
+        due_now
+    }
+
+    /// Arms `will` for its delay, or returns it when it is due at once.
+    fn arm_will(&mut self, will: WillMessage, publish: bool, now: Instant) -> Option<WillMessage> {
         if !publish {
             return None;
         }
@@ -67,7 +75,9 @@ impl Session {
         if now < due {
             return None;
         }
-        self.delayed_will.take().map(|delayed| delayed.will)
+        let will = self.delayed_will.take().map(|delayed| delayed.will);
+        self.record_will();
+        will
     }
 
     /// Takes the will because the session ends: a delayed will is published early, and the will
