@@ -12,7 +12,8 @@ use crate::packet::{ProtocolVersion, ReasonCode};
 #[error("{detail} (reason code 0x{:02X})", reason.0)]
 pub struct DecodeError {
     /// Reason code for the violation: 0x81 Malformed Packet, 0x82 Protocol Error, 0x84
-    /// Unsupported Protocol Version, 0x90 Topic Name Invalid or 0x95 Packet Too Large.
+    /// Unsupported Protocol Version, 0x90 Topic Name Invalid, 0x94 Topic Alias Invalid or 0x95
+    /// Packet Too Large.
     pub reason: ReasonCode,
     /// Human-readable description naming the field that failed.
     pub detail: String,
@@ -41,7 +42,7 @@ impl DecodeError {
         DecodeError::new(ReasonCode::PROTOCOL_ERROR, detail)
     }
 
-    /// Returns the reason code the violation calls for (0x81, 0x82, 0x84, 0x90, 0x95).
+    /// Returns the reason code the violation calls for (0x81, 0x82, 0x84, 0x90, 0x94, 0x95).
     pub fn reason_code(&self) -> ReasonCode {
         self.reason
     }
