@@ -334,7 +334,9 @@ fn empty_client_id_left_to_broker_when_not_strict() {
     let mut policy = policy();
     policy.require_registered_group_ids = false;
     policy.allow_anonymous = true;
-    let identity = policy.check_connect("", None, None).expect("empty client id passes");
+    let identity = policy
+        .check_connect("", None, None)
+        .expect("empty client id passes");
     assert_eq!(identity.client_id, "");
 }
 
