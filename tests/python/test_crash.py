@@ -56,7 +56,8 @@ def publish_until_killed(server, round_number, acknowledged, stop):
             acknowledged.append(payload)
 
     publisher.on_publish = on_publish
-    publisher.reconnect_delay_set(min_delay=30, max_delay=30)  # never reconnect within the round
+    # The killed server's port is gone after the restart, so a reconnect could only fail.
+    publisher.reconnect_delay_set(min_delay=30, max_delay=30)
     publisher.connect(*server.instance("mqtt-cn-hz01"))
     publisher.loop_start()
     try:
@@ -70,6 +71,7 @@ def publish_until_killed(server, round_number, acknowledged, stop):
                     pending[info.mid] = payload
                 time.sleep(0.0005)
     finally:
+        publisher.disconnect()
         publisher.loop_stop()
 
 
@@ -88,8 +90,12 @@ def test_acknowledged_messages_survive_sigkill(tmp_path):
     try:
         for round_number in range(ROUNDS):
             stop = threading.Event()
+            # A daemon thread, so that a publisher stuck on the dead connection cannot keep the
+            # test process alive after the test ends.
             publishing = threading.Thread(
-                target=publish_until_killed, args=(server, round_number, acknowledged, stop)
+                target=publish_until_killed,
+                args=(server, round_number, acknowledged, stop),
+                daemon=True,
             )
             publishing.start()
             time.sleep(rng.uniform(0.1, 0.6))
