@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::members::{Group, Member, Registry};
 use crate::routing::named_instance;
 
-/// Which of the two DR actions a call is.
+/// One of the two DR actions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DrAction {
     Downgrade,

@@ -1,7 +1,7 @@
 //! The routing decision of a global endpoint: which member of a disaster-recovery group takes a
 //! device. Pure: no I/O, no clock, no randomness, so every case is tested without sockets.
 
-/// How a group routes a device whose username names no member that can take it.
+/// Fallback policy for a device whose username names no member that can take it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum FallbackPolicy {
     /// The first member, in the group's configured order, that has access and is healthy.
@@ -14,7 +14,7 @@ pub enum FallbackPolicy {
     HashClientId,
 }
 
-/// What the endpoint knows about one member when it routes a device.
+/// Snapshot of one member that the endpoint uses to route a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberView<'a> {
     pub id: &'a str,
@@ -36,7 +36,7 @@ pub enum Route<'a> {
     Named(&'a str),
     /// Another member, chosen by the group's fallback policy.
     Fallback(&'a str),
-    /// No member can take the device: answer "server unavailable".
+    /// No member can take the device, so the endpoint sends CONNACK "server unavailable".
     Unavailable,
 }
 
