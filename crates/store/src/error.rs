@@ -75,6 +75,24 @@ pub enum StoreError {
         /// The newest schema version this build supports.
         supported: i64,
     },
+    /// The tags of a stored Group ID are not valid JSON of the expected form, so the file was
+    /// changed outside Switchyard or is damaged.
+    #[error(
+        "tags of Group ID {group_id:?} on instance {instance_id:?} in {} are not a JSON array \
+         of key and value strings ({error}); fix or delete the row in table group_ids",
+        path.display()
+    )]
+    CorruptGroupIdTags {
+        /// The database file.
+        path: PathBuf,
+        /// The instance of the record.
+        instance_id: String,
+        /// The Group ID of the record.
+        group_id: String,
+        /// The JSON error.
+        error: serde_json::Error,
+    },
+
     /// The message store's writer thread could not be started.
     #[error("failed to start the writer thread of message store {}: {error}", path.display())]
     WriterThread {

@@ -3,6 +3,7 @@
 //! The `schema_version` table contains one row with the schema version the file was written
 //! with. A build opens files of its own [`SCHEMA_VERSION`] and rejects newer ones. A schema
 //! change raises the version and adds a step to [`migrate`] that upgrades the previous one.
+//! Version 1 files are upgraded to version 2 in place when they are opened.
 
 use std::path::Path;
 
@@ -12,7 +13,7 @@ use crate::error::StoreError;
 use crate::sqlite::sqlite_error;
 
 /// The schema version this build writes and the newest it can open.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: the audit log and the global-endpoint access of DR group members.
 ///
@@ -41,6 +42,22 @@ CREATE TABLE member_access (
     global_access INTEGER NOT NULL CHECK (global_access IN (0, 1)),
     changed_ms INTEGER NOT NULL,
     audit_id INTEGER NOT NULL REFERENCES audit_log (id)
+);
+";
+
+/// Version 2 adds the Group IDs created through the API, one row per instance and Group ID.
+///
+/// `tags` is a JSON array of `{"key","value"}` objects. `audit_id` is the audit record of the
+/// creation.
+const SCHEMA_V2: &str = "
+CREATE TABLE group_ids (
+    instance_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    create_time_ms INTEGER NOT NULL,
+    update_time_ms INTEGER NOT NULL,
+    tags TEXT NOT NULL DEFAULT '[]',
+    audit_id INTEGER NOT NULL REFERENCES audit_log (id),
+    PRIMARY KEY (instance_id, group_id)
 );
 ";
 
@@ -75,9 +92,19 @@ pub(crate) fn migrate(connection: &mut Connection, path: &Path) -> Result<(), St
     match found {
         None => {
             transaction.execute_batch(SCHEMA_V1).map_err(error())?;
+            transaction.execute_batch(SCHEMA_V2).map_err(error())?;
             transaction
                 .execute(
                     "INSERT INTO schema_version (id, version) VALUES (1, ?1)",
+                    [SCHEMA_VERSION],
+                )
+                .map_err(error())?;
+        }
+        Some(1) => {
+            transaction.execute_batch(SCHEMA_V2).map_err(error())?;
+            transaction
+                .execute(
+                    "UPDATE schema_version SET version = ?1 WHERE id = 1",
                     [SCHEMA_VERSION],
                 )
                 .map_err(error())?;

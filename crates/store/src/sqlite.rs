@@ -9,6 +9,7 @@ use rusqlite::{Connection, Row, Transaction, TransactionBehavior, params};
 
 use crate::audit::{AuditRecord, AuditRecordId};
 use crate::error::StoreError;
+use crate::group_id::{GroupIdCreated, GroupIdDeleted, GroupIdRecord, GroupIdTag};
 use crate::{Store, schema};
 
 /// The name of the database file inside the data directory.
@@ -179,6 +180,18 @@ fn read_audit_row(row: &Row<'_>) -> rusqlite::Result<(AuditRecordId, AuditRecord
     Ok((AuditRecordId(row.get(0)?), record))
 }
 
+/// Reads a `group_ids` row: instance, Group ID, times and the tags as JSON text.
+fn read_group_id_row(row: &Row<'_>) -> rusqlite::Result<(GroupIdRecord, String)> {
+    let record = GroupIdRecord {
+        instance_id: row.get(0)?,
+        group_id: row.get(1)?,
+        create_time_ms: row.get(2)?,
+        update_time_ms: row.get(3)?,
+        tags: Vec::new(),
+    };
+    Ok((record, row.get(4)?))
+}
+
 impl Store for SqliteStore {
     fn load_member_access(&self) -> Result<HashMap<String, bool>, StoreError> {
         const OPERATION: &str = "load member access";
@@ -221,6 +234,106 @@ impl Store for SqliteStore {
             .map_err(self.error(OPERATION))?;
         transaction.commit().map_err(self.error(OPERATION))?;
         Ok(AuditRecordId(audit_id))
+    }
+
+    fn load_group_ids(&self) -> Result<Vec<GroupIdRecord>, StoreError> {
+        const OPERATION: &str = "load group ids";
+        let connection = self.lock();
+        let mut statement = connection
+            .prepare_cached(
+                "SELECT instance_id, group_id, create_time_ms, update_time_ms, tags \
+                 FROM group_ids ORDER BY instance_id, group_id",
+            )
+            .map_err(self.error(OPERATION))?;
+        let rows = statement
+            .query_map([], read_group_id_row)
+            .map_err(self.error(OPERATION))?;
+        let rows = rows
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(self.error(OPERATION))?;
+
+        let mut records = Vec::with_capacity(rows.len());
+        for (mut record, tags) in rows {
+            record.tags = serde_json::from_str::<Vec<GroupIdTag>>(&tags).map_err(|error| {
+                StoreError::CorruptGroupIdTags {
+                    path: self.path.clone(),
+                    instance_id: record.instance_id.clone(),
+                    group_id: record.group_id.clone(),
+                    error,
+                }
+            })?;
+            records.push(record);
+        }
+        Ok(records)
+    }
+
+    fn create_group_id(
+        &self,
+        record: &GroupIdRecord,
+        audit: &AuditRecord,
+    ) -> Result<GroupIdCreated, StoreError> {
+        const OPERATION: &str = "create group id";
+        // safe: a list of structs of two strings always serializes.
+        let tags = serde_json::to_string(&record.tags).expect("tags serialize to JSON");
+        let mut connection = self.lock();
+
+        // IMMEDIATE takes the write lock at BEGIN, so the existence check and the insert see
+        // the same state. Returning early drops the transaction, which rolls it back.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.error(OPERATION))?;
+        let exists: bool = transaction
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM group_ids WHERE instance_id = ?1 AND group_id = ?2)",
+                params![record.instance_id, record.group_id],
+                |row| row.get(0),
+            )
+            .map_err(self.error(OPERATION))?;
+        if exists {
+            return Ok(GroupIdCreated::AlreadyExists);
+        }
+        let audit_id = insert_audit(&transaction, audit).map_err(self.error(OPERATION))?;
+        transaction
+            .execute(
+                "INSERT INTO group_ids (instance_id, group_id, create_time_ms, update_time_ms, \
+                 tags, audit_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    record.instance_id,
+                    record.group_id,
+                    record.create_time_ms,
+                    record.update_time_ms,
+                    tags,
+                    audit_id
+                ],
+            )
+            .map_err(self.error(OPERATION))?;
+        transaction.commit().map_err(self.error(OPERATION))?;
+        Ok(GroupIdCreated::Created(AuditRecordId(audit_id)))
+    }
+
+    fn delete_group_id(
+        &self,
+        instance_id: &str,
+        group_id: &str,
+        audit: &AuditRecord,
+    ) -> Result<GroupIdDeleted, StoreError> {
+        const OPERATION: &str = "delete group id";
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.error(OPERATION))?;
+        let deleted = transaction
+            .execute(
+                "DELETE FROM group_ids WHERE instance_id = ?1 AND group_id = ?2",
+                params![instance_id, group_id],
+            )
+            .map_err(self.error(OPERATION))?;
+        if deleted == 0 {
+            return Ok(GroupIdDeleted::NotFound);
+        }
+        let audit_id = insert_audit(&transaction, audit).map_err(self.error(OPERATION))?;
+        transaction.commit().map_err(self.error(OPERATION))?;
+        Ok(GroupIdDeleted::Deleted(AuditRecordId(audit_id)))
     }
 
     fn append_audit(&self, audit: &AuditRecord) -> Result<AuditRecordId, StoreError> {
