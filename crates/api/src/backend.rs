@@ -1,4 +1,4 @@
-//! The interface the actions call once a request is authenticated, its parameters are valid and
+//! The interfaces the actions call once a request is authenticated, its parameters are valid and
 //! the RAM policy allows it. Another crate implements it against the real state.
 
 use std::future::Future;
@@ -40,6 +40,18 @@ pub enum ServiceError {
     /// level with the request id.
     #[error("internal error: {message}")]
     Internal { message: String },
+    /// 400 `InstanceNotFound`: the instance of a Group ID action does not exist.
+    #[error("instance not found: {message}")]
+    InstanceNotFound { message: String },
+    /// 400 `GroupIdAlreadyExsited` (the cloud's spelling): the instance already has the Group
+    /// ID.
+    #[error("group id already exists: {message}")]
+    GroupIdAlreadyExists { message: String },
+    /// 400 `ParameterFieldCheckFailed`: a Group ID action names a Group ID that cannot be
+    /// deleted, because it is not registered on the instance or comes from the configuration
+    /// file.
+    #[error("parameter field check failed: {message}")]
+    ParameterFieldCheckFailed { message: String },
 }
 
 /// The future every backend method returns.
@@ -77,5 +89,107 @@ pub trait DisasterRecoveryBackend: Send + Sync + 'static {
     fn instance_region(&self, instance_id: &str) -> Option<String> {
         let _ = instance_id;
         None
+    }
+}
+
+/// A tag of a Group ID: the `key` and `value` of one element of the `Tags` parameter, and the
+/// `TagKey` and `TagValue` of one element of `Tags` in a `ListGroupId` answer.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Tag {
+    pub key: String,
+    pub value: String,
+}
+
+/// One element of the `Data` array of `ListGroupId`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupIdInfo {
+    /// The Group ID, such as `GID_demo`.
+    pub group_id: String,
+    /// The instance whose record this is. It can differ from the instance listed when the
+    /// Group ID is shared within a disaster-recovery group.
+    pub instance_id: String,
+    /// Creation time, in milliseconds since the Unix epoch.
+    pub create_time_ms: i64,
+    /// Time of the last change, in milliseconds since the Unix epoch.
+    pub update_time_ms: i64,
+    pub tags: Vec<Tag>,
+}
+
+/// The `CreateGroupId`, `DeleteGroupId` and `ListGroupId` actions.
+///
+/// The gateway has already checked that the instance id and Group ID are well formed, parsed
+/// the tags and checked that the RAM policy allows the action on the instance. The backend
+/// checks, in this order, that the instance exists ([`ServiceError::InstanceNotFound`]) and
+/// belongs to `ctx.caller.account_id` ([`ServiceError::InstancePermissionCheckFailed`]), then
+/// the action's own rules.
+pub trait GroupIdBackend: Send + Sync + 'static {
+    /// Registers `group_id` on `instance_id` with `tags`, durably. Fails with
+    /// [`ServiceError::GroupIdAlreadyExists`] when the instance already has it.
+    fn create_group_id<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        instance_id: &'a str,
+        group_id: &'a str,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()>;
+
+    /// Removes `group_id` from `instance_id`, durably. Fails with
+    /// [`ServiceError::ParameterFieldCheckFailed`] when the instance has no such Group ID that
+    /// the API may delete.
+    fn delete_group_id<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        instance_id: &'a str,
+        group_id: &'a str,
+    ) -> BackendFuture<'a, ()>;
+
+    /// Returns the Group IDs that logins on `instance_id` accept.
+    fn list_group_ids<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        instance_id: &'a str,
+    ) -> BackendFuture<'a, Vec<GroupIdInfo>>;
+}
+
+/// The [`GroupIdBackend`] of a server built without one: every call fails with 404
+/// `ApiNotSupport`.
+pub(crate) struct NoGroupIdBackend;
+
+impl NoGroupIdBackend {
+    fn unsupported<T: Send + 'static>() -> BackendFuture<'static, T> {
+        Box::pin(std::future::ready(Err(ServiceError::ApiNotSupport {
+            message: "Group ID management is not enabled on this server. Start the server \
+                      with a Group ID backend, as switchyard serve does."
+                .to_owned(),
+        })))
+    }
+}
+
+impl GroupIdBackend for NoGroupIdBackend {
+    fn create_group_id<'a>(
+        &'a self,
+        _ctx: &'a ActionContext,
+        _instance_id: &'a str,
+        _group_id: &'a str,
+        _tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Self::unsupported()
+    }
+
+    fn delete_group_id<'a>(
+        &'a self,
+        _ctx: &'a ActionContext,
+        _instance_id: &'a str,
+        _group_id: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        Self::unsupported()
+    }
+
+    fn list_group_ids<'a>(
+        &'a self,
+        _ctx: &'a ActionContext,
+        _instance_id: &'a str,
+    ) -> BackendFuture<'a, Vec<GroupIdInfo>> {
+        Self::unsupported()
     }
 }

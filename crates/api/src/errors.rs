@@ -111,7 +111,9 @@ impl ApiError {
             format!(
                 "The server stopped waiting for this request after {} ms, its request_timeout \
                  setting. The change may still take effect. DisasterDowngrade and \
-                 DisasterRecovery succeed without change when repeated, so retry the request.",
+                 DisasterRecovery succeed without change when repeated, so retry the request. \
+                 A repeated CreateGroupId or DeleteGroupId fails if the first one took effect, \
+                 so check with ListGroupId first.",
                 limit.as_millis()
             ),
         )
@@ -142,6 +144,12 @@ impl ApiError {
     /// `InvalidParameter.<name>` for a parameter that is missing or malformed.
     pub(crate) fn invalid_parameter(name: &str, message: String) -> Self {
         Self::bad_request(format!("InvalidParameter.{name}"), message)
+    }
+
+    /// `ParameterFieldCheckFailed`, the code the Group ID actions use for a missing or
+    /// malformed parameter.
+    pub(crate) fn parameter_field_check_failed(message: String) -> Self {
+        Self::bad_request("ParameterFieldCheckFailed", message)
     }
 
     /// `Missing<name>` for a missing common parameter, with the cloud's message plus `hint`.
@@ -322,6 +330,16 @@ impl ApiError {
                 Self::new(StatusCode::NOT_FOUND, "ApiNotSupport", message)
             }
             ServiceError::Internal { message } => Self::internal(message),
+            ServiceError::InstanceNotFound { message } => {
+                Self::bad_request("InstanceNotFound", message)
+            }
+            // The cloud's code, misspelling included, because clients compare it verbatim.
+            ServiceError::GroupIdAlreadyExists { message } => {
+                Self::bad_request("GroupIdAlreadyExsited", message)
+            }
+            ServiceError::ParameterFieldCheckFailed { message } => {
+                Self::parameter_field_check_failed(message)
+            }
         }
     }
 
@@ -450,6 +468,27 @@ mod tests {
                 },
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
+            ),
+            (
+                ServiceError::InstanceNotFound {
+                    message: "m".to_owned(),
+                },
+                StatusCode::BAD_REQUEST,
+                "InstanceNotFound",
+            ),
+            (
+                ServiceError::GroupIdAlreadyExists {
+                    message: "m".to_owned(),
+                },
+                StatusCode::BAD_REQUEST,
+                "GroupIdAlreadyExsited",
+            ),
+            (
+                ServiceError::ParameterFieldCheckFailed {
+                    message: "m".to_owned(),
+                },
+                StatusCode::BAD_REQUEST,
+                "ParameterFieldCheckFailed",
             ),
         ];
         for (service_error, status, code) in cases {

@@ -39,9 +39,9 @@
 //! - `nonce`: the replay cache. `throttle`: the per-AccessKey token buckets.
 //! - `errors`: the error codes and the JSON error body.
 //! - `gateway`: the `/` handler, which runs every check in order and dispatches the action.
-//! - `actions`: one module per action family; `actions::find` maps an action name to its
-//!   handler.
-//! - `backend`: [`DisasterRecoveryBackend`], which the actions call.
+//! - `actions`: one module per action family (disaster recovery, Group IDs); `actions::find`
+//!   maps an action name to its handler.
+//! - `backend`: [`DisasterRecoveryBackend`] and [`GroupIdBackend`], which the actions call.
 //! - `server`: [`ApiSettings`], [`ApiServer`] and its router.
 //! - `listener`: the accept loop with the `max_connections` cap, and the header, idle and
 //!   shutdown deadlines of each connection.
@@ -65,7 +65,10 @@ pub mod signature_v3;
 mod throttle;
 
 pub use account::{AccessKey, Account, Caller, Effect, Principal, RamUser, Statement};
-pub use backend::{ActionContext, BackendFuture, DisasterRecoveryBackend, ServiceError};
+pub use backend::{
+    ActionContext, BackendFuture, DisasterRecoveryBackend, GroupIdBackend, GroupIdInfo,
+    ServiceError, Tag,
+};
 pub use clock::{Clock, ManualClock, SystemClock, format_utc};
 pub use encoding::percent_encode;
 pub use server::{ApiServer, ApiSettings, ConfigError};

@@ -11,7 +11,7 @@ use tokio::sync::Semaphore;
 
 use crate::account::{Account, KeyStore};
 use crate::actions::Services;
-use crate::backend::DisasterRecoveryBackend;
+use crate::backend::{DisasterRecoveryBackend, GroupIdBackend, NoGroupIdBackend};
 use crate::clock::Clock;
 use crate::gateway::{self, Gateway};
 use crate::listener::{self, ConnectionLimits};
@@ -94,12 +94,13 @@ pub enum ConfigError {
 
 /// The OnsMqtt management API server.
 pub struct ApiServer {
-    gateway: Arc<Gateway>,
+    gateway: Gateway,
     connection_limits: ConnectionLimits,
 }
 
 impl ApiServer {
-    /// Builds the server. Fails when an AccessKey id is used twice, an id or secret is empty,
+    /// Builds the server, with the Group ID actions answering 404 `ApiNotSupport` until
+    /// [`ApiServer::with_group_id_backend`] sets their backend. Fails when an AccessKey id is used twice, an id or secret is empty,
     /// a setting is 0, or `max_connections` is above [`Semaphore::MAX_PERMITS`].
     pub fn new(
         accounts: Vec<Account>,
@@ -153,12 +154,21 @@ impl ApiServer {
             clock,
             nonces: NonceCache::new(settings.nonce_cache_capacity),
             throttle: Throttle::new(settings.throttle_rate_per_second, settings.throttle_burst),
-            services: Services { disaster_recovery },
+            services: Services {
+                disaster_recovery,
+                group_ids: Arc::new(NoGroupIdBackend),
+            },
         };
         Ok(Self {
-            gateway: Arc::new(gateway),
+            gateway,
             connection_limits,
         })
+    }
+
+    /// Sets the backend of `CreateGroupId`, `DeleteGroupId` and `ListGroupId`.
+    pub fn with_group_id_backend(mut self, group_ids: Arc<dyn GroupIdBackend>) -> Self {
+        self.gateway.services.group_ids = group_ids;
+        self
     }
 
     /// Returns the router: every method on `/`, and a JSON 404 for other paths. The gateway
@@ -169,7 +179,7 @@ impl ApiServer {
         Router::new()
             .route("/", any(gateway::handle))
             .fallback(gateway::handle_unknown_path)
-            .with_state(self.gateway)
+            .with_state(Arc::new(self.gateway))
     }
 
     /// Serves HTTP/1.1 on `listener` until `shutdown` completes, with the connection cap and

@@ -399,7 +399,10 @@ async fn service_errors_map_to_status_and_code() {
             ServiceError::InvalidParameter { message, .. }
             | ServiceError::InstancePermissionCheckFailed { message }
             | ServiceError::ApiNotSupport { message }
-            | ServiceError::Internal { message } => message.clone(),
+            | ServiceError::Internal { message }
+            | ServiceError::InstanceNotFound { message }
+            | ServiceError::GroupIdAlreadyExists { message }
+            | ServiceError::ParameterFieldCheckFailed { message } => message.clone(),
         };
         server.backend.fail_with(error);
         for (action, target_name) in [

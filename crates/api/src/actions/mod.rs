@@ -5,6 +5,7 @@
 //! [`ActionRequest::authorize`], then its backend, and returns the success body.
 
 mod disaster_recovery;
+mod group_id;
 mod params;
 
 use std::future::Future;
@@ -14,14 +15,16 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::account::Statement;
-use crate::backend::{ActionContext, DisasterRecoveryBackend};
+use crate::backend::{ActionContext, DisasterRecoveryBackend, GroupIdBackend};
 use crate::encoding::Params;
 use crate::errors::ApiError;
 use crate::ram::{self, InstanceResource};
 
 /// The backends the actions call.
 pub(crate) struct Services {
+    /// Also the source of instance regions for RAM resource names.
     pub(crate) disaster_recovery: Arc<dyn DisasterRecoveryBackend>,
+    pub(crate) group_ids: Arc<dyn GroupIdBackend>,
 }
 
 impl Services {
@@ -87,6 +90,9 @@ pub(crate) fn find(action: &str) -> Option<ActionHandler> {
     match action {
         "DisasterDowngrade" => Some(disaster_recovery::downgrade),
         "DisasterRecovery" => Some(disaster_recovery::recover),
+        "CreateGroupId" => Some(group_id::create),
+        "DeleteGroupId" => Some(group_id::delete),
+        "ListGroupId" => Some(group_id::list),
         _ => None,
     }
 }

@@ -1,5 +1,11 @@
-//! Checks for action parameters, each failing with 400 `InvalidParameter.<Name>`.
+//! Checks for action parameters. The DR actions fail with 400 `InvalidParameter.<Name>`, the
+//! Group ID actions with 400 `ParameterFieldCheckFailed`, as the cloud documents for each.
 
+use std::collections::HashSet;
+
+use serde::Deserialize;
+
+use crate::backend::Tag;
 use crate::encoding::{Params, quote_value};
 use crate::errors::ApiError;
 
@@ -32,6 +38,120 @@ pub(crate) fn instance_id<'a>(params: &'a Params, name: &str) -> Result<&'a str,
         ));
     }
     Ok(value)
+}
+
+/// Returns the instance id in parameter `name`, as [`instance_id`] checks it, but failing with
+/// `ParameterFieldCheckFailed`.
+pub(crate) fn instance_id_field<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
+    instance_id(params, name).map_err(|error| ApiError::parameter_field_check_failed(error.message))
+}
+
+const GROUP_ID_MIN_CHARS: usize = 7;
+const GROUP_ID_MAX_CHARS: usize = 64;
+const GROUP_ID_FORM: &str = "7 to 64 characters that start with GID_ or GID- and contain only \
+                             letters, digits, '_' and '-', such as GID_sensors";
+
+/// Returns the `GroupId` parameter: present, 7 to 64 characters of `[A-Za-z0-9_-]`, starting
+/// with `GID_` or `GID-`. Fails with `ParameterFieldCheckFailed`.
+pub(crate) fn group_id(params: &Params) -> Result<&str, ApiError> {
+    let Some(value) = params.get("GroupId") else {
+        return Err(ApiError::parameter_field_check_failed(format!(
+            "The parameter GroupId is missing. Pass a Group ID of {GROUP_ID_FORM}."
+        )));
+    };
+    let reason = if !(value.starts_with("GID_") || value.starts_with("GID-")) {
+        Some("it does not start with GID_ or GID-".to_owned())
+    } else if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        Some(format!("it contains {bad:?}"))
+    } else if !(GROUP_ID_MIN_CHARS..=GROUP_ID_MAX_CHARS).contains(&value.len()) {
+        // Every character is ASCII here, so the byte length is the character count.
+        Some(format!("it is {} characters long", value.len()))
+    } else {
+        None
+    };
+    match reason {
+        None => Ok(value),
+        Some(reason) => Err(ApiError::parameter_field_check_failed(format!(
+            "The parameter GroupId value {} is not a valid Group ID because {reason}. Pass a \
+             Group ID of {GROUP_ID_FORM}.",
+            quote_value(value)
+        ))),
+    }
+}
+
+// NOTE: the cloud documents no limits for Group ID tags; these are Switchyard's own.
+const MAX_TAGS: usize = 20;
+const MAX_TAG_KEY_CHARS: usize = 128;
+const MAX_TAG_VALUE_CHARS: usize = 128;
+const TAGS_FORM: &str = "a JSON array of objects with a string key and value, such as \
+                         [{\"key\":\"team\",\"value\":\"fleet\"}]";
+
+/// One element of the `Tags` parameter.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TagParam {
+    key: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// Returns the `Tags` parameter: a JSON array of `{"key","value"}` objects, the form
+/// `ListInstances` takes, with at most 20 tags, unique non-empty keys of at most 128
+/// characters and values of at most 128 characters. A missing or empty parameter means no
+/// tags. Fails with `ParameterFieldCheckFailed`.
+pub(crate) fn tags(params: &Params) -> Result<Vec<Tag>, ApiError> {
+    let Some(text) = params.get("Tags").filter(|text| !text.trim().is_empty()) else {
+        return Ok(Vec::new());
+    };
+    let invalid = |reason: String| {
+        ApiError::parameter_field_check_failed(format!(
+            "The parameter Tags value {} is not valid because {reason}. Pass {TAGS_FORM}, with \
+             at most {MAX_TAGS} tags, unique keys of 1 to {MAX_TAG_KEY_CHARS} characters and \
+             values of at most {MAX_TAG_VALUE_CHARS} characters.",
+            quote_value(text)
+        ))
+    };
+    let parsed: Vec<TagParam> = serde_json::from_str(text)
+        .map_err(|error| invalid(format!("it is not {TAGS_FORM} ({error})")))?;
+    if parsed.len() > MAX_TAGS {
+        return Err(invalid(format!("it has {} tags", parsed.len())));
+    }
+
+    let mut keys = HashSet::new();
+    let mut tags = Vec::with_capacity(parsed.len());
+    for tag in parsed {
+        let key_chars = tag.key.chars().count();
+        if key_chars == 0 {
+            return Err(invalid("a tag has an empty key".to_owned()));
+        }
+        if key_chars > MAX_TAG_KEY_CHARS {
+            return Err(invalid(format!(
+                "the key {} is {key_chars} characters long",
+                quote_value(&tag.key)
+            )));
+        }
+        let value_chars = tag.value.chars().count();
+        if value_chars > MAX_TAG_VALUE_CHARS {
+            return Err(invalid(format!(
+                "the value of key {} is {value_chars} characters long",
+                quote_value(&tag.key)
+            )));
+        }
+        if !keys.insert(tag.key.clone()) {
+            return Err(invalid(format!(
+                "the key {} appears twice",
+                quote_value(&tag.key)
+            )));
+        }
+        tags.push(Tag {
+            key: tag.key,
+            value: tag.value,
+        });
+    }
+    Ok(tags)
 }
 
 #[cfg(test)]
@@ -81,5 +201,138 @@ mod tests {
         );
         let message = error.map(|e| e.message).unwrap_or_default();
         assert!(message.contains("DowngradeInstanceId is missing"));
+    }
+}
+
+#[cfg(test)]
+mod group_id_tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> Params {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect();
+        Params::merge(&owned, &[]).unwrap_or_default()
+    }
+
+    fn group_id_error(value: &str) -> ApiError {
+        let params_with_id = params(&[("GroupId", value)]);
+        match group_id(&params_with_id) {
+            Ok(accepted) => panic!("{accepted:?} was accepted"),
+            Err(error) => error,
+        }
+    }
+
+    #[test]
+    fn group_id_accepts_valid_ids() {
+        let max = format!("GID_{}", "a".repeat(60));
+        for id in ["GID_abc", "GID-abc", "GID_a-b_C9", max.as_str()] {
+            let params_with_id = params(&[("GroupId", id)]);
+            assert_eq!(group_id(&params_with_id).ok(), Some(id));
+        }
+    }
+
+    #[test]
+    fn group_id_rejects_malformed_ids() {
+        let too_long = format!("GID_{}", "a".repeat(61));
+        let cases = [
+            ("GID_ab", "6 characters long"),
+            (too_long.as_str(), "65 characters long"),
+            ("gid_abc", "does not start with GID_ or GID-"),
+            ("GIDabcd", "does not start with GID_ or GID-"),
+            ("", "does not start with GID_ or GID-"),
+            ("GID_a.b", "contains '.'"),
+            ("GID_a b", "contains ' '"),
+            ("GID_été", "contains 'é'"),
+            ("GID_a@@@b", "contains '@'"),
+        ];
+        for (id, reason) in cases {
+            let error = group_id_error(id);
+            assert_eq!(error.code, "ParameterFieldCheckFailed", "{id:?}");
+            assert!(error.message.contains(reason), "{id:?}: {}", error.message);
+            assert!(error.message.contains("GroupId"), "{}", error.message);
+            assert!(
+                error.message.contains("7 to 64 characters"),
+                "{}",
+                error.message
+            );
+        }
+    }
+
+    #[test]
+    fn group_id_reports_missing_parameter() {
+        let error = group_id(&params(&[])).err();
+        assert_eq!(
+            error.as_ref().map(|e| e.code.as_str()),
+            Some("ParameterFieldCheckFailed")
+        );
+        let message = error.map(|e| e.message).unwrap_or_default();
+        assert!(message.contains("GroupId is missing"), "{message}");
+    }
+
+    #[test]
+    fn instance_id_field_uses_field_check_code() {
+        let error = instance_id_field(&params(&[("InstanceId", "a b")]), "InstanceId").err();
+        assert_eq!(
+            error.as_ref().map(|e| e.code.as_str()),
+            Some("ParameterFieldCheckFailed")
+        );
+        let message = error.map(|e| e.message).unwrap_or_default();
+        assert!(message.contains("\"a b\""), "{message}");
+    }
+
+    #[test]
+    fn tags_parse_key_value_objects() {
+        let parsed = tags(&params(&[(
+            "Tags",
+            r#"[{"key":"team","value":"fleet"},{"key":"tier"}]"#,
+        )]));
+        assert_eq!(
+            parsed.ok(),
+            Some(vec![
+                Tag {
+                    key: "team".to_owned(),
+                    value: "fleet".to_owned()
+                },
+                Tag {
+                    key: "tier".to_owned(),
+                    value: String::new()
+                },
+            ])
+        );
+        assert_eq!(tags(&params(&[])).ok(), Some(Vec::new()));
+        assert_eq!(tags(&params(&[("Tags", "")])).ok(), Some(Vec::new()));
+        assert_eq!(tags(&params(&[("Tags", "[]")])).ok(), Some(Vec::new()));
+    }
+
+    #[test]
+    fn tags_reject_malformed_values() {
+        let many: Vec<String> = (0..21)
+            .map(|i| format!(r#"{{"key":"k{i}","value":"v"}}"#))
+            .collect();
+        let many = format!("[{}]", many.join(","));
+        let long_key = format!(r#"[{{"key":"{}"}}]"#, "k".repeat(129));
+        let cases = [
+            ("team=fleet", "is not a JSON array"),
+            (r#"{"key":"team"}"#, "is not a JSON array"),
+            (r#"[{"Key":"team"}]"#, "is not a JSON array"),
+            (r#"[{"key":""}]"#, "empty key"),
+            (r#"[{"key":"a"},{"key":"a"}]"#, "appears twice"),
+            (r#"[{"key":"a","value":1}]"#, "is not a JSON array"),
+            (many.as_str(), "has 21 tags"),
+            (long_key.as_str(), "129 characters long"),
+        ];
+        for (text, reason) in cases {
+            let error = tags(&params(&[("Tags", text)])).err();
+            assert_eq!(
+                error.as_ref().map(|e| e.code.as_str()),
+                Some("ParameterFieldCheckFailed"),
+                "{text}"
+            );
+            let message = error.map(|e| e.message).unwrap_or_default();
+            assert!(message.contains(reason), "{text}: {message}");
+            assert!(message.contains("Tags"), "{message}");
+        }
     }
 }

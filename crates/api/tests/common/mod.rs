@@ -15,7 +15,8 @@ use switchyard_api::client::{
 };
 use switchyard_api::{
     AccessKey, Account, ActionContext, ApiServer, ApiSettings, BackendFuture,
-    DisasterRecoveryBackend, Effect, ManualClock, RamUser, ServiceError, Statement, signature_v1,
+    DisasterRecoveryBackend, Effect, GroupIdBackend, GroupIdInfo, ManualClock, RamUser,
+    ServiceError, Statement, Tag, signature_v1,
 };
 use time::OffsetDateTime;
 use time::macros::datetime;
@@ -127,7 +128,7 @@ pub fn accounts() -> Vec<Account> {
     ]
 }
 
-/// One call the backend received.
+/// One call the backend received. Group ID calls put the Group ID in `target_instance_id`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendCall {
     pub method: &'static str,
@@ -141,6 +142,10 @@ pub struct BackendCall {
 #[derive(Default)]
 pub struct RecordingBackend {
     pub calls: Mutex<Vec<BackendCall>>,
+    /// Tags of every `create_group_id` call, in order.
+    pub created_tags: Mutex<Vec<Vec<Tag>>>,
+    /// What `list_group_ids` returns.
+    pub group_ids: Mutex<Vec<GroupIdInfo>>,
     pub failure: Mutex<Option<ServiceError>>,
     pub regions: Mutex<HashMap<String, String>>,
     pub delay: Mutex<StdDuration>,
@@ -231,6 +236,43 @@ impl DisasterRecoveryBackend for RecordingBackend {
     }
 }
 
+impl GroupIdBackend for RecordingBackend {
+    fn create_group_id<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        instance_id: &'a str,
+        group_id: &'a str,
+        tags: &'a [Tag],
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move {
+            if let Ok(mut created) = self.created_tags.lock() {
+                created.push(tags.to_vec());
+            }
+            self.record("create_group_id", ctx, instance_id, group_id)
+        })
+    }
+
+    fn delete_group_id<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        instance_id: &'a str,
+        group_id: &'a str,
+    ) -> BackendFuture<'a, ()> {
+        Box::pin(async move { self.record("delete_group_id", ctx, instance_id, group_id) })
+    }
+
+    fn list_group_ids<'a>(
+        &'a self,
+        ctx: &'a ActionContext,
+        instance_id: &'a str,
+    ) -> BackendFuture<'a, Vec<GroupIdInfo>> {
+        Box::pin(async move {
+            self.record("list_group_ids", ctx, instance_id, "")?;
+            Ok(self.group_ids.lock().map(|g| g.clone()).unwrap_or_default())
+        })
+    }
+}
+
 /// A running gateway; dropping it shuts the server down.
 pub struct TestServer {
     pub addr: SocketAddr,
@@ -249,7 +291,8 @@ impl TestServer {
         let backend = Arc::new(RecordingBackend::default());
         let clock = Arc::new(ManualClock::new(NOW));
         let server = ApiServer::new(accounts(), settings, backend.clone(), clock.clone())
-            .expect("fixture accounts and settings are valid");
+            .expect("fixture accounts and settings are valid")
+            .with_group_id_backend(backend.clone());
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
