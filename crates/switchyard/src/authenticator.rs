@@ -1,6 +1,8 @@
 //! Connects an instance's ApsaraMQ login rules to the broker's authentication hook.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use switchyard_auth::{InstanceAuthPolicy, TopicAccess};
 use switchyard_broker::{Access, Authenticator, Identity};
@@ -8,13 +10,43 @@ use switchyard_codec::{Connect, ReasonCode};
 use tracing::{debug, info};
 
 /// The broker's [`Authenticator`] for one instance, backed by its [`InstanceAuthPolicy`].
+///
+/// The registered Group IDs can be replaced while the instance serves, so that a Group ID
+/// created or deleted through the API applies to the next CONNECT. Connections already
+/// accepted are not checked again.
 pub struct PolicyAuthenticator {
-    policy: InstanceAuthPolicy,
+    policy: RwLock<InstanceAuthPolicy>,
 }
 
 impl PolicyAuthenticator {
     pub fn new(policy: InstanceAuthPolicy) -> PolicyAuthenticator {
-        PolicyAuthenticator { policy }
+        PolicyAuthenticator {
+            policy: RwLock::new(policy),
+        }
+    }
+
+    /// Replaces the Group IDs that client ids may use.
+    pub fn set_group_ids(&self, group_ids: HashSet<String>) {
+        let mut policy = self
+            .policy
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        policy.group_ids = group_ids;
+    }
+
+    /// Returns whether a CONNECT with a client id of `group_id` passes the Group ID rule.
+    #[cfg(test)]
+    pub fn accepts_group_id(&self, group_id: &str) -> bool {
+        self.policy().group_ids.contains(group_id)
+    }
+
+    /// Locks the policy for reading. A panic while the write lock was held cannot leave the
+    /// policy half-changed, because the only write replaces one field, so a poisoned lock is
+    /// used as it is.
+    fn policy(&self) -> RwLockReadGuard<'_, InstanceAuthPolicy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -22,16 +54,14 @@ impl Authenticator for PolicyAuthenticator {
     fn authenticate(&self, connect: &Connect, peer: SocketAddr) -> Result<Identity, ReasonCode> {
         let username = connect.username.as_deref();
         let password = connect.password.as_deref();
-        match self
-            .policy
-            .check_connect(&connect.client_id, username, password)
-        {
+        let policy = self.policy();
+        match policy.check_connect(&connect.client_id, username, password) {
             Ok(identity) => Ok(Identity {
                 principal: identity.principal,
             }),
             Err(err) => {
                 info!(
-                    instance = %self.policy.instance_id,
+                    instance = %policy.instance_id,
                     client_id = %connect.client_id,
                     %peer,
                     reason = err.reason_code(),
@@ -54,10 +84,11 @@ impl Authenticator for PolicyAuthenticator {
             client_id: String::new(),
             mode: None,
         };
-        match self.policy.check_topic(&identity, topic_or_filter, access) {
+        let policy = self.policy();
+        match policy.check_topic(&identity, topic_or_filter, access) {
             Ok(()) => true,
             Err(err) => {
-                debug!(instance = %self.policy.instance_id, "Rejected topic: {}", err.detail);
+                debug!(instance = %policy.instance_id, "Rejected topic: {}", err.detail);
                 false
             }
         }

@@ -4,6 +4,7 @@
 mod authenticator;
 mod config;
 mod defaults;
+mod group_ids;
 mod serve;
 
 use std::io::IsTerminal;

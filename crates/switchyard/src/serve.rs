@@ -29,6 +29,7 @@ use crate::authenticator::PolicyAuthenticator;
 use crate::config::{
     AccountConfig, Config, EffectConfig, GroupConfig, InstanceConfig, ListenerConfig,
 };
+use crate::group_ids::{GroupIdInstance, GroupIdService};
 
 /// Time connections get to close after a shutdown signal before the process exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -78,6 +79,26 @@ async fn open_message_store(config: &Config) -> anyhow::Result<Arc<dyn MessageSt
     Ok(Arc::new(opened))
 }
 
+/// Returns `instance_id` followed by the other instances of `sources`, in their order.
+fn sharing_order(instance_id: &str, sources: &[&InstanceConfig]) -> Vec<String> {
+    let others = sources.iter().filter(|i| i.id != instance_id);
+    std::iter::once(instance_id.to_owned())
+        .chain(others.map(|i| i.id.clone()))
+        .collect()
+}
+
+/// Loads the Group IDs created through the API and gives every instance's logins its Group IDs.
+async fn load_group_ids(
+    store: Arc<dyn Store>,
+    instances: Vec<GroupIdInstance>,
+) -> anyhow::Result<Arc<GroupIdService>> {
+    let service = tokio::task::spawn_blocking(move || GroupIdService::load(store, instances))
+        .await
+        .context("Group ID load task failed")?
+        .context("failed to load the stored Group IDs")?;
+    Ok(Arc::new(service))
+}
+
 /// Builds and starts everything the configuration declares.
 pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
     let busy_timeout = Duration::from_millis(config.store.busy_timeout_ms);
@@ -100,6 +121,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         config.accounts.iter().map(|a| (a.id.as_str(), a)).collect();
 
     let mut members = Vec::new();
+    let mut group_id_instances = Vec::new();
     for instance_config in &config.instances {
         let group = group_of.get(instance_config.id.as_str());
         let mut accepted: HashSet<String> = HashSet::from([instance_config.id.clone()]);
@@ -116,6 +138,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         policy.access_keys = access_keys;
         // A group shares its metadata: a device the global endpoint moves to another member
         // keeps working there, so each member accepts the Group IDs and parent topics of all.
+        // The Group IDs are set by the GroupIdService below, before any listener serves.
         let metadata_sources: Vec<&InstanceConfig> = match group {
             Some(group) => group
                 .instances
@@ -124,10 +147,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
                 .collect(),
             None => vec![instance_config],
         };
-        policy.group_ids = metadata_sources
-            .iter()
-            .flat_map(|i| i.group_ids.iter().cloned())
-            .collect();
         policy.parent_topics = metadata_sources
             .iter()
             .flat_map(|i| i.parent_topics.iter().cloned())
@@ -141,6 +160,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         settings.max_queued_messages = instance_config.max_queued_messages;
         apply_limits(&mut settings, &instance_config.limits);
         let auth = Arc::new(PolicyAuthenticator::new(policy));
+        group_id_instances.push(GroupIdInstance {
+            id: instance_config.id.clone(),
+            account_id: instance_config.account.clone(),
+            dr_group: group.map(|g| g.id.clone()),
+            sharing: sharing_order(&instance_config.id, &metadata_sources),
+            configured: instance_config.group_ids.iter().cloned().collect(),
+            authenticator: auth.clone(),
+        });
         let instance = Instance::with_store(settings, auth, Arc::clone(&message_store))
             .await
             .with_context(|| {
@@ -170,9 +197,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         .map(group_settings)
         .collect();
     let registry = Arc::new(Registry::new(members, groups));
-    let controller = DrController::new(registry.clone(), store)
+    let controller = DrController::new(registry.clone(), store.clone())
         .context("failed to load the stored disaster-recovery state")?;
     let controller = Arc::new(controller);
+    let group_ids = load_group_ids(store, group_id_instances).await?;
 
     // Bind everything before serving anything, so a taken port fails the start cleanly.
     let shutdown = CancellationToken::new();
@@ -271,7 +299,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         controller,
         Arc::new(SystemClock),
     )
-    .context("invalid management API settings")?;
+    .context("invalid management API settings")?
+    .with_group_id_backend(group_ids);
     let api_shutdown = shutdown.clone();
     tasks.spawn(async move {
         if let Err(err) = api
