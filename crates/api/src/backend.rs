@@ -93,7 +93,7 @@ pub trait DisasterRecoveryBackend: Send + Sync + 'static {
 }
 
 /// A tag of a Group ID: the `key` and `value` of one element of the `Tags` parameter, and the
-/// `TagKey` and `TagValue` of one element of `Tags` in a `ListGroupId` answer.
+/// `TagKey` and `TagValue` of one element of `Tags` in a `ListGroupId` response.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Tag {
     pub key: String,
@@ -151,7 +151,7 @@ pub trait GroupIdBackend: Send + Sync + 'static {
     ) -> BackendFuture<'a, Vec<GroupIdInfo>>;
 }
 
-/// The [`GroupIdBackend`] of a server built without one: every call fails with 404
+/// The [`GroupIdBackend`] of a server built without one. Every call fails with 404
 /// `ApiNotSupport`.
 pub(crate) struct NoGroupIdBackend;
 

@@ -99,7 +99,7 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Builds the server, with the Group ID actions answering 404 `ApiNotSupport` until
+    /// Builds the server, with the Group ID actions returning 404 `ApiNotSupport` until
     /// [`ApiServer::with_group_id_backend`] sets their backend. Fails when an AccessKey id is used twice, an id or secret is empty,
     /// a setting is 0, or `max_connections` is above [`Semaphore::MAX_PERMITS`].
     pub fn new(

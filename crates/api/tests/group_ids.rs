@@ -147,10 +147,17 @@ async fn list_filters_by_every_tag() {
     assert_eq!(listed(&server, "[]").await.len(), 4);
 }
 
+/// An action, its form and a text its error message must contain.
+type Case = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+);
+
 #[tokio::test]
 async fn malformed_parameters_fail_field_check() {
     let server = TestServer::start().await;
-    let cases: [(&str, Vec<(&str, &str)>, &str); 7] = [
+    let cases: [Case; 7] = [
         (
             CREATE,
             vec![("InstanceId", "mqtt-cn-aaa")],

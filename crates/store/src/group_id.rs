@@ -32,7 +32,7 @@ pub struct GroupIdRecord {
 /// The outcome of [`Store::create_group_id`](crate::Store::create_group_id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupIdCreated {
-    /// The record and its audit record were stored; this is the audit record's id.
+    /// The record and its audit record were stored, the latter under this id.
     Created(AuditRecordId),
     /// The instance already has a record of this Group ID. Nothing was written.
     AlreadyExists,
@@ -41,7 +41,7 @@ pub enum GroupIdCreated {
 /// The outcome of [`Store::delete_group_id`](crate::Store::delete_group_id).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GroupIdDeleted {
-    /// The record was removed and the audit record stored; this is the audit record's id.
+    /// The record was removed and the audit record stored under this id.
     Deleted(AuditRecordId),
     /// The instance has no record of this Group ID. Nothing was written.
     NotFound,

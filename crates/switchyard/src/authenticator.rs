@@ -34,7 +34,7 @@ impl PolicyAuthenticator {
         policy.group_ids = group_ids;
     }
 
-    /// Returns whether a CONNECT with a client id of `group_id` passes the Group ID rule.
+    /// Reports whether a CONNECT with a client id of `group_id` passes the Group ID rule.
     #[cfg(test)]
     pub fn accepts_group_id(&self, group_id: &str) -> bool {
         self.policy().group_ids.contains(group_id)

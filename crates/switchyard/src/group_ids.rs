@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use crate::authenticator::PolicyAuthenticator;
 
-/// What the service needs to know about one configured instance.
+/// The configuration of one instance, as the service needs it.
 pub struct GroupIdInstance {
     pub id: String,
     pub account_id: String,
@@ -54,6 +54,8 @@ struct Inner {
     instances: HashMap<String, GroupIdInstance>,
     /// The stored records, by instance and Group ID. Changed only while `changes` is held, and
     /// only after the store has committed the change.
+    // NOTE: this copy is loaded once and then changed only by this process, so a store shared
+    // by several processes would need a change feed to keep every copy current.
     records: Mutex<HashMap<String, BTreeMap<String, GroupIdRecord>>>,
     /// Serializes each store write with the update of `records` and of the logins after it,
     /// so that they apply in the order the store committed them. Held only on blocking
@@ -155,7 +157,10 @@ impl GroupIdService {
         }
 
         let inner = self.inner.clone();
-        let outcome = run_blocking(move || inner.commit_create(record, &audit)).await?;
+        let outcome = run_blocking(ctx, instance_id, group_id, move || {
+            inner.commit_create(record, &audit)
+        })
+        .await?;
         match outcome {
             GroupIdCreated::Created(audit_id) => {
                 info!(
@@ -198,9 +203,10 @@ impl GroupIdService {
         let inner = self.inner.clone();
         let stored_instance = instance_id.to_owned();
         let stored_group = group_id.to_owned();
-        let outcome =
-            run_blocking(move || inner.commit_delete(&stored_instance, &stored_group, &audit))
-                .await?;
+        let outcome = run_blocking(ctx, instance_id, group_id, move || {
+            inner.commit_delete(&stored_instance, &stored_group, &audit)
+        })
+        .await?;
         match outcome {
             GroupIdDeleted::Deleted(audit_id) => {
                 info!(
@@ -364,8 +370,8 @@ impl Inner {
         Ok(outcome)
     }
 
-    /// The error of a `DeleteGroupId` of a Group ID the instance has no record of. It names
-    /// the group member that has the Group ID, if one does.
+    /// Builds the error of a `DeleteGroupId` of a Group ID the instance has no record of. It
+    /// names the group member that has the Group ID, if one does.
     fn not_registered(&self, instance: &GroupIdInstance, group_id: &str) -> ServiceError {
         let records = self.lock_records();
         let holder = instance.sharing.iter().skip(1).find(|member_id| {
@@ -424,8 +430,14 @@ impl GroupIdBackend for GroupIdService {
     }
 }
 
-/// Runs a store change on a blocking thread, mapping any failure to `InternalError`.
-async fn run_blocking<T, F>(operation: F) -> Result<T, ServiceError>
+/// Runs a store change of `group_id` on `instance_id` on a blocking thread, mapping any failure
+/// to `InternalError`.
+async fn run_blocking<T, F>(
+    ctx: &ActionContext,
+    instance_id: &str,
+    group_id: &str,
+    operation: F,
+) -> Result<T, ServiceError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, StoreError> + Send + 'static,
@@ -435,7 +447,14 @@ where
         Ok(Err(err)) => err.to_string(),
         Err(join_error) => format!("store task failed: {join_error}"),
     };
-    error!(error = %failure, "Failed to store a Group ID change; nothing was changed");
+    error!(
+        error = %failure,
+        action = %ctx.action,
+        instance = %instance_id,
+        group_id,
+        request_id = %ctx.request_id,
+        "Failed to store a Group ID change, so nothing changed"
+    );
     // The caller gets the outcome; the file path and SQLite detail stay in the server log.
     Err(ServiceError::Internal {
         message: "The Group ID change could not be stored, so nothing changed. Try again \
@@ -461,8 +480,8 @@ fn stored_info(record: &GroupIdRecord) -> GroupIdInfo {
     }
 }
 
-/// The audit record of a Group ID change: `before` and `after` are `absent` or `registered`,
-/// written as `<GroupId>=<state>`.
+/// Builds the audit record of a Group ID change. `before` and `after` are `absent` or
+/// `registered`, written as `<GroupId>=<state>`.
 fn audit_record(
     ctx: &ActionContext,
     instance: &GroupIdInstance,

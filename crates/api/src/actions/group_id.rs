@@ -17,9 +17,9 @@ use crate::errors::ApiError;
 const CREATE_RAM_ACTION: &str = "mq:CreateMqttGroupId";
 /// RAM action of `DeleteGroupId`, as the cloud documents it.
 const DELETE_RAM_ACTION: &str = "mq:DeleteMqttGroupId";
-// NOTE: the cloud's ListGroupId page names no RAM action; this one follows the pattern of the
-// other two.
 /// RAM action of `ListGroupId`.
+// NOTE: the cloud's ListGroupId page names no RAM action, so this name follows the pattern of
+// the other two.
 const LIST_RAM_ACTION: &str = "mq:ListMqttGroupId";
 
 /// Success body of `CreateGroupId` and `DeleteGroupId`: the request id only.

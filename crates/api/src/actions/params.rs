@@ -82,7 +82,7 @@ pub(crate) fn group_id(params: &Params) -> Result<&str, ApiError> {
     }
 }
 
-// NOTE: the cloud documents no limits for Group ID tags; these are Switchyard's own.
+// NOTE: the cloud documents no limits for Group ID tags, so these are Switchyard's own.
 const MAX_TAGS: usize = 20;
 const MAX_TAG_KEY_CHARS: usize = 128;
 const MAX_TAG_VALUE_CHARS: usize = 128;

@@ -110,7 +110,7 @@ impl Fixture {
             .await
     }
 
-    /// The instances whose logins accept `group_id`.
+    /// Returns the instances whose logins accept `group_id`.
     fn accepting(&self, group_id: &str) -> Vec<&str> {
         accepting(&self.logins, group_id)
     }
@@ -340,13 +340,13 @@ async fn created_group_ids_survive_restart() {
         .list_group_ids(&ctx, "mqtt-cn-sh01")
         .await
         .expect("list");
-    let kept = listed
+    let kept_info = listed
         .iter()
         .find(|info| info.group_id == "GID_kept")
         .expect("GID_kept is listed");
-    assert_eq!(kept.instance_id, "mqtt-cn-sh01");
-    assert_eq!(kept.tags, tags);
-    assert_eq!(kept.create_time_ms, kept.update_time_ms);
+    assert_eq!(kept_info.instance_id, "mqtt-cn-sh01");
+    assert_eq!(kept_info.tags, tags);
+    assert_eq!(kept_info.create_time_ms, kept_info.update_time_ms);
 }
 
 #[tokio::test]
