@@ -100,6 +100,7 @@ access_keys = [{key(keys.denied)}]
 policies = [
   {{ effect = "Allow", actions = ["mq:*"], resources = ["*"] }},
   {{ effect = "Deny", actions = ["mq:DisasterDowngrade"], resources = ["*"] }},
+  {{ effect = "Deny", actions = ["mq:DeleteMqttGroupId"], resources = ["*"] }},
 ]
 
 [[accounts.ram_users]]

@@ -67,3 +67,24 @@ def call_legacy(endpoint, key, action, params, method="POST"):
     except ServerException as err:
         return Outcome(err.get_http_status(), err.get_error_code(), {"RequestId": err.get_request_id()}, err.get_error_msg())
     return Outcome(200, body.get("Code"), body)
+
+
+def call_group_tea(endpoint, key, action, signature_algorithm=None, **fields):
+    """Calls CreateGroupId, DeleteGroupId or ListGroupId with the current SDK.
+
+    `fields` are the request model's fields (instance_id, group_id, tags); None leaves one out.
+    """
+    client = tea_client(endpoint, key, signature_algorithm)
+    methods = {
+        "CreateGroupId": (mqtt_models.CreateGroupIdRequest, client.create_group_id),
+        "DeleteGroupId": (mqtt_models.DeleteGroupIdRequest, client.delete_group_id),
+        "ListGroupId": (mqtt_models.ListGroupIdRequest, client.list_group_id),
+    }
+    model, method = methods[action]
+    try:
+        response = method(model(**fields))
+    except Exception as err:  # the SDK raises ClientException or ServerException
+        data = getattr(err, "data", None) or {}
+        status = getattr(err, "status_code", None) or data.get("statusCode")
+        return Outcome(status, getattr(err, "code", None), data, getattr(err, "message", ""))
+    return Outcome(response.status_code, None, response.body.to_map())
