@@ -216,8 +216,8 @@ impl InstanceAuthPolicy {
             AuthErrorKind::ClientIdentifierNotValid,
             format!(
                 "Group ID {} of client id {} is not registered on instance {}, and a Group ID \
-                 must be registered on the instance (group_ids in its configuration) before \
-                 clients use it",
+                 must be registered on the instance (group_ids in its configuration, or the \
+                 CreateGroupId action) before clients use it",
                 quote(parsed.group_id),
                 quote(client_id),
                 self.instance_id,
