@@ -844,3 +844,208 @@ async fn failed_batch_in_group_is_isolated() {
         .collect();
     assert_eq!(seqs, vec![0, 2, 4, 6, 8, 10, 12, 14]);
 }
+
+/// Returns the removal of `client_id` from `from` and its whole session written to `to`, the
+/// unit that moves a session, with `queued` messages in its queue.
+fn move_unit(client_id: &str, from: &str, to: &str, queued: u64) -> Vec<WriteBatch> {
+    let removal = WriteBatch::new(from).with(WriteOp::RemoveSession {
+        client_id: client_id.to_owned(),
+    });
+    let mut whole = WriteBatch::new(to).with(WriteOp::PutSession(session(client_id)));
+    for seq in 1..=queued {
+        whole.push(enqueue(client_id, seq, format!("m{seq}").as_bytes()));
+    }
+    vec![removal, whole]
+}
+
+fn queue_seqs(state: &switchyard_store::InstanceState) -> Vec<u64> {
+    state.sessions[0]
+        .queue
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect()
+}
+
+#[tokio::test]
+async fn atomic_submit_moves_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), MessageStoreSettings::default());
+    write_full_session(&store).await;
+
+    store
+        .submit_atomic(move_unit("GID_a@@@dev1", INSTANCE, "mqtt-cn-sh01", 2))
+        .await
+        .expect("move commits");
+    assert_eq!(store.stats().batches, 3, "the unit counts its two batches");
+    drop(store);
+
+    let store = open(dir.path(), MessageStoreSettings::default());
+    let from = store.load_all(INSTANCE).await.unwrap();
+    assert!(from.sessions.is_empty(), "{:?}", from.sessions);
+    assert_eq!(from.retained.len(), 1, "retained messages stay");
+    let to = store.load_all("mqtt-cn-sh01").await.unwrap();
+    assert_eq!(to.sessions.len(), 1);
+    assert_eq!(to.sessions[0].session, session("GID_a@@@dev1"));
+    assert_eq!(queue_seqs(&to), vec![1, 2]);
+}
+
+#[tokio::test]
+async fn atomic_submit_fails_as_a_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), MessageStoreSettings::default());
+    write_full_session(&store).await;
+
+    // The second batch fails on its third operation, after the first batch removed the
+    // session, so the removal must be rolled back with it.
+    let mut unit = move_unit("GID_a@@@dev1", INSTANCE, "mqtt-cn-sh01", 1);
+    unit[1].push(enqueue("GID_a@@@missing", 1, b"x"));
+    let error = store.submit_atomic(unit).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::SessionNotFound { ref client_id, .. } if client_id == "GID_a@@@missing"),
+        "{error}"
+    );
+    assert_full_session(&store.load_all(INSTANCE).await.unwrap());
+    let to = store.load_all("mqtt-cn-sh01").await.unwrap();
+    assert!(to.sessions.is_empty(), "{:?}", to.sessions);
+
+    // The counters were rolled back too: the session still takes messages where it was, and
+    // the instance it did not reach still has no session to write to.
+    store
+        .submit(WriteBatch::new(INSTANCE).with(enqueue("GID_a@@@dev1", 3, b"third")))
+        .await
+        .expect("session is still stored on the first instance");
+    let error = store
+        .submit(WriteBatch::new("mqtt-cn-sh01").with(enqueue("GID_a@@@dev1", 3, b"x")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, StoreError::SessionNotFound { .. }),
+        "{error}"
+    );
+    assert_eq!(
+        store.stats().batches,
+        2,
+        "no batch of the failed unit counts"
+    );
+}
+
+#[tokio::test]
+async fn atomic_submit_respects_target_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = MessageStoreSettings {
+        max_instance_bytes: 4096,
+        ..MessageStoreSettings::default()
+    };
+    let store = open(dir.path(), settings.clone());
+    let mut batch = WriteBatch::new("small").with(WriteOp::PutSession(session("dev1")));
+    for seq in 1..=10 {
+        batch.push(enqueue("dev1", seq, &[7; 200]));
+    }
+    store.submit(batch).await.unwrap();
+    store
+        .submit(WriteBatch::new("full").with(WriteOp::PutRetained(message("t", &[1; 3500]))))
+        .await
+        .unwrap();
+
+    let mut unit = move_unit("dev1", "small", "full", 0);
+    for seq in 1..=10 {
+        unit[1].push(enqueue("dev1", seq, &[7; 200]));
+    }
+    let error = store.submit_atomic(unit).await.unwrap_err();
+    assert!(
+        matches!(error, StoreError::InstanceStorageFull { ref instance_id, .. } if instance_id == "full"),
+        "{error}"
+    );
+    drop(store);
+    let store = open(dir.path(), settings);
+    let state = store.load_all("small").await.unwrap();
+    assert_eq!(queue_seqs(&state), (1..=10).collect::<Vec<u64>>());
+    assert!(store.load_all("full").await.unwrap().sessions.is_empty());
+}
+
+#[tokio::test]
+async fn atomic_submit_shares_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = MessageStoreSettings {
+        durability: Durability::GroupCommit {
+            max_delay: Duration::from_millis(50),
+            max_batch: 16,
+        },
+        ..MessageStoreSettings::default()
+    };
+    let store = std::sync::Arc::new(open(dir.path(), settings));
+    for client in ["dev0", "dev1", "dev2", "dev3"] {
+        store
+            .submit(WriteBatch::new("a").with(WriteOp::PutSession(session(client))))
+            .await
+            .unwrap();
+    }
+    let commits_before = store.stats().commits;
+    // Units and single batches submitted together. The unit of dev3 fails, so it must leave
+    // dev3 on `a` while the others commit around it.
+    let mut futures = Vec::new();
+    for (n, client) in ["dev0", "dev1", "dev2", "dev3"].into_iter().enumerate() {
+        let mut unit = move_unit(client, "a", "b", 2);
+        if client == "dev3" {
+            unit[1].push(WriteOp::PutInflight {
+                client_id: client.to_owned(),
+                packet_id: 0,
+                inflight: InflightMessage {
+                    message: message("t", b"x"),
+                    pubrel_sent: false,
+                },
+            });
+        }
+        futures.push(store.submit_atomic(unit));
+        let retained = message(&format!("r/{n}"), b"r");
+        futures.push(store.submit(WriteBatch::new("a").with(WriteOp::PutRetained(retained))));
+    }
+    let results: Vec<_> = {
+        let mut results = Vec::new();
+        for future in futures {
+            results.push(future.await);
+        }
+        results
+    };
+    for (n, result) in results.iter().enumerate() {
+        if n == 6 {
+            assert!(
+                matches!(result, Err(StoreError::InvalidWrite { .. })),
+                "write {n}: {result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "write {n}: {result:?}");
+        }
+    }
+    assert!(
+        store.stats().commits - commits_before < 8,
+        "the writes shared commits"
+    );
+
+    let a = store.load_all("a").await.unwrap();
+    let on_a: Vec<&str> = a
+        .sessions
+        .iter()
+        .map(|state| state.session.client_id.as_str())
+        .collect();
+    assert_eq!(on_a, vec!["dev3"]);
+    assert_eq!(a.retained.len(), 4);
+    let b = store.load_all("b").await.unwrap();
+    let on_b: Vec<&str> = b
+        .sessions
+        .iter()
+        .map(|state| state.session.client_id.as_str())
+        .collect();
+    assert_eq!(on_b, vec!["dev0", "dev1", "dev2"]);
+    for state in &b.sessions {
+        assert_eq!(state.queue.len(), 2, "{}", state.session.client_id);
+    }
+}
+
+#[tokio::test]
+async fn empty_atomic_submit_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), MessageStoreSettings::default());
+    store.submit_atomic(Vec::new()).await.unwrap();
+    assert_eq!(store.stats().commits, 0);
+}

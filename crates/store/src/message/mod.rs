@@ -22,7 +22,9 @@
 //!
 //! The broker writes with [`WriteBatch`]es: all operations of one batch commit together or not
 //! at all, and batches of one store commit in the order [`MessageStore::submit`] was called
-//! (with the exception described there).
+//! (with the exception described there). [`MessageStore::submit_atomic`] commits several
+//! batches, of one instance or of several, as one unit: that is how a session moves from one
+//! instance to another without a moment where it is stored on neither or on both.
 //!
 //! # A NATS JetStream implementation
 //!
@@ -40,6 +42,16 @@
 //! - a [`WriteBatch`] becomes one JetStream atomic batch publish, and [`MessageStore::submit`]
 //!   completes when the server's acknowledgement of the batch arrives, which is durable on the
 //!   stream's replicas under its own sync settings;
+//! - the batches of a [`MessageStore::submit_atomic`] go into one atomic batch publish too.
+//!   Instance ids are part of keys and subjects, not of bucket or stream names, so a unit
+//!   that spans two instances needs no stream that a single batch does not already use.
+//!
+//! NOTE: an atomic batch publish (nats-server 2.12 and later, streams with `allow_atomic`)
+//! covers one stream and at most 1,000 messages, while a KV bucket is a stream of its own.
+//! So in a JetStream implementation, a batch that touches the KV bucket and the queue stream,
+//! or a session move with a long queue, needs a second step. For example, it writes the new
+//! records marked pending, then commits one small batch that makes them live and removes the
+//! old ones. The contract of this trait stays as stated either way.
 //! - [`MessageStore::load_all`] reads the instance's key range from the bucket and the instance's
 //!   queue subjects from the stream.
 //!
@@ -424,8 +436,9 @@ pub struct MessageStoreSettings {
     /// [`StoreError::InstanceStorageFull`], while removals always succeed. SQLite's page
     /// overhead is not counted. The default is 1 GiB.
     pub max_instance_bytes: u64,
-    /// The maximum number of submitted batches waiting for the writer thread. A submit past it
-    /// waits, without blocking its thread, until the writer catches up. The default is 65,536.
+    /// The maximum number of submitted batches waiting for the writer thread, counting the
+    /// batches of one [`MessageStore::submit_atomic`] as one. A submit past it waits, without
+    /// blocking its thread, until the writer catches up. The default is 65,536.
     pub max_pending_batches: usize,
     /// The number of bytes of removed records after which the writer returns free pages to
     /// the file system, so that the file size follows the live data. The default is 64 MiB.
@@ -473,6 +486,23 @@ pub trait MessageStore: Send + Sync + 'static {
     /// [`StoreError::InstanceStorageFull`] mean a limit was reached
     /// ([`StoreError::is_quota_exceeded`]).
     fn submit(&self, batch: WriteBatch) -> StoreFuture<()>;
+
+    /// Commits `batches`, which may belong to different instances, as one unit: every
+    /// operation of every batch is stored, or none is, even if the process crashes at any
+    /// moment. The batches apply in order, so a later batch sees the effect of an earlier one.
+    ///
+    /// The unit takes one place in the submission order, like one [`submit`](Self::submit)
+    /// call, and completes once it is durable under the store's [`Durability`]. It counts as
+    /// one batch against [`MessageStoreSettings::max_pending_batches`] and, under
+    /// [`Durability::GroupCommit`], against `max_batch`. It may share a commit with other
+    /// submits, but is never split across commits. If any batch fails, for example on a
+    /// limit of its instance, the whole unit fails with that batch's error and changes
+    /// nothing; the limits of each instance apply to that instance's batches. An empty unit
+    /// completes at once.
+    ///
+    /// A session moves between instances with one unit: the removal of the session from the
+    /// instance it leaves, then the whole session written to the instance that adopts it.
+    fn submit_atomic(&self, batches: Vec<WriteBatch>) -> StoreFuture<()>;
 
     /// Loads every session and retained message of an instance, leaving out what expired at
     /// or before `now` and the records that fail their checksum, which it reports.

@@ -137,6 +137,46 @@ impl SqliteMessageStore {
             answer.await.map_err(|_| closed(&path))?
         })
     }
+
+    /// Queues one write of `batches` for the writer, now if a slot is free and otherwise when
+    /// the returned future is first polled and a slot is free.
+    fn submit_write(&self, batches: Vec<WriteBatch>) -> StoreFuture<()> {
+        let path = self.path.clone();
+        // With a free slot the write goes to the writer now, so writes submitted one after
+        // the other commit in that order even if their futures are polled in another order.
+        if let Ok(permit) = Arc::clone(&self.pending_batches).try_acquire_owned() {
+            let (done, answer) = oneshot::channel();
+            let write = PendingWrite {
+                batches,
+                done,
+                _permit: permit,
+            };
+            let sent = self.sender.send(Command::Write(write));
+            return Box::pin(async move {
+                sent.map_err(|_| closed(&path))?;
+                answer.await.map_err(|_| closed(&path))?
+            });
+        }
+        // Otherwise the future waits for a slot and sends the write when it gets one.
+        let sender = self.sender.clone();
+        let pending_batches = Arc::clone(&self.pending_batches);
+        Box::pin(async move {
+            let permit = pending_batches
+                .acquire_owned()
+                .await
+                .map_err(|_| closed(&path))?;
+            let (done, answer) = oneshot::channel();
+            let write = PendingWrite {
+                batches,
+                done,
+                _permit: permit,
+            };
+            sender
+                .send(Command::Write(write))
+                .map_err(|_| closed(&path))?;
+            answer.await.map_err(|_| closed(&path))?
+        })
+    }
 }
 
 fn closed(path: &Path) -> StoreError {
@@ -147,41 +187,14 @@ fn closed(path: &Path) -> StoreError {
 
 impl MessageStore for SqliteMessageStore {
     fn submit(&self, batch: WriteBatch) -> StoreFuture<()> {
-        let path = self.path.clone();
-        // With a free slot the batch goes to the writer now, so batches submitted one after
-        // the other commit in that order even if their futures are polled in another order.
-        if let Ok(permit) = Arc::clone(&self.pending_batches).try_acquire_owned() {
-            let (done, answer) = oneshot::channel();
-            let write = PendingWrite {
-                batch,
-                done,
-                _permit: permit,
-            };
-            let sent = self.sender.send(Command::Write(write));
-            return Box::pin(async move {
-                sent.map_err(|_| closed(&path))?;
-                answer.await.map_err(|_| closed(&path))?
-            });
+        self.submit_write(vec![batch])
+    }
+
+    fn submit_atomic(&self, batches: Vec<WriteBatch>) -> StoreFuture<()> {
+        if batches.is_empty() {
+            return Box::pin(async { Ok(()) });
         }
-        // Otherwise the future waits for a slot and sends the batch when it gets one.
-        let sender = self.sender.clone();
-        let pending_batches = Arc::clone(&self.pending_batches);
-        Box::pin(async move {
-            let permit = pending_batches
-                .acquire_owned()
-                .await
-                .map_err(|_| closed(&path))?;
-            let (done, answer) = oneshot::channel();
-            let write = PendingWrite {
-                batch,
-                done,
-                _permit: permit,
-            };
-            sender
-                .send(Command::Write(write))
-                .map_err(|_| closed(&path))?;
-            answer.await.map_err(|_| closed(&path))?
-        })
+        self.submit_write(batches)
     }
 
     fn load_all_at(&self, instance_id: &str, now: UnixMillis) -> StoreFuture<InstanceState> {

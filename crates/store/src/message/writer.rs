@@ -24,12 +24,14 @@ use crate::sqlite::sqlite_error;
 /// The maximum number of batches in one commit under [`Durability::Memory`].
 const MEMORY_MAX_BATCH: usize = 256;
 
-/// A batch waiting for the writer, with the channel that completes its submit.
+/// One submit waiting for the writer: a single batch, or the batches of an atomic submit,
+/// which the writer applies inside one savepoint of one transaction. It comes with the
+/// channel that completes the submit.
 #[derive(Debug)]
 pub(crate) struct PendingWrite {
-    pub(crate) batch: WriteBatch,
+    pub(crate) batches: Vec<WriteBatch>,
     pub(crate) done: oneshot::Sender<Result<(), StoreError>>,
-    /// Released when the writer drops the batch, which lets the next submit in.
+    /// Released when the writer drops the write, which lets the next submit in.
     pub(crate) _permit: OwnedSemaphorePermit,
 }
 
@@ -109,7 +111,7 @@ pub(crate) struct Writer {
     usage: Usage,
     stats: Arc<SharedStats>,
     removed_since_compaction: u64,
-    /// The number of batches in the previous group commit.
+    /// The number of writes in the previous group commit.
     previous_group: usize,
 }
 
@@ -224,10 +226,12 @@ impl Writer {
         None
     }
 
-    /// Commits a group of batches in one transaction and completes their submits.
+    /// Commits a group of writes in one transaction and completes their submits.
     ///
-    /// Each batch runs inside its own savepoint, so a batch that fails (a limit, an invalid
-    /// operation) is rolled back alone while the others commit.
+    /// Each write runs inside its own savepoint, so a write that fails (a limit, an invalid
+    /// operation) is rolled back alone while the others commit. A write of several batches
+    /// is never split: its batches share the savepoint, and one failing batch rolls back all
+    /// of them.
     fn commit_group(&mut self, group: Vec<PendingWrite>) {
         if let Err(error) = self.connection.execute_batch("BEGIN IMMEDIATE") {
             let message = error.to_string();
@@ -237,16 +241,17 @@ impl Writer {
             return;
         }
 
-        let mut results: Vec<Result<BatchEffects, StoreError>> = Vec::with_capacity(group.len());
+        let mut results: Vec<Result<Vec<BatchEffects>, StoreError>> =
+            Vec::with_capacity(group.len());
         let mut broken = None;
         for write in &group {
-            match self.apply_in_savepoint(&write.batch) {
+            match self.apply_in_savepoint(&write.batches) {
                 Ok(result) => results.push(result),
                 Err(error) => {
                     // The savepoint could not be set or rolled back, so the transaction may
-                    // contain part of a failed batch: nothing of the group may commit.
+                    // contain part of a failed write: nothing of the group may commit.
                     broken = Some(error.to_string());
-                    results.push(Ok(BatchEffects::default()));
+                    results.push(Ok(Vec::new()));
                     break;
                 }
             }
@@ -260,7 +265,7 @@ impl Writer {
 
         if let Err(error) = self.connection.execute_batch("COMMIT") {
             let message = error.to_string();
-            tracing::error!(file = %self.path.display(), %error, batches = group.len(),
+            tracing::error!(file = %self.path.display(), %error, writes = group.len(),
                 "message store commit failed");
             let _ = self.connection.execute_batch("ROLLBACK");
             self.fail_group(group, results, &message);
@@ -269,29 +274,33 @@ impl Writer {
 
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
         for (write, result) in group.into_iter().zip(results) {
-            let result = result.map(|effects| {
-                self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .dropped_oldest
-                    .fetch_add(effects.dropped_oldest, Ordering::Relaxed);
-                self.removed_since_compaction += effects.removed_bytes;
+            let result = result.map(|batches| {
+                let count = batches.len() as u64;
+                self.stats.batches.fetch_add(count, Ordering::Relaxed);
+                for effects in batches {
+                    self.stats
+                        .dropped_oldest
+                        .fetch_add(effects.dropped_oldest, Ordering::Relaxed);
+                    self.removed_since_compaction += effects.removed_bytes;
+                }
             });
             let _ = write.done.send(result);
         }
     }
 
-    /// Undoes the counters of the batches that had applied and fails every submit of a group
+    /// Undoes the counters of the writes that had applied and fails every submit of a group
     /// whose transaction was rolled back.
     fn fail_group(
         &mut self,
         group: Vec<PendingWrite>,
-        results: Vec<Result<BatchEffects, StoreError>>,
+        results: Vec<Result<Vec<BatchEffects>, StoreError>>,
         message: &str,
     ) {
         let mut applied: Vec<(String, Vec<Undo>)> = Vec::new();
         for (write, result) in group.iter().zip(results) {
-            if let Ok(effects) = result {
-                applied.push((write.batch.instance_id.clone(), effects.undo));
+            let Ok(batches) = result else { continue };
+            for (batch, effects) in write.batches.iter().zip(batches) {
+                applied.push((batch.instance_id.clone(), effects.undo));
             }
         }
         for (instance_id, undo) in applied.into_iter().rev() {
@@ -309,31 +318,40 @@ impl Writer {
         }
     }
 
-    /// Applies one batch inside a savepoint. The outer error means the transaction itself is
-    /// in doubt, the inner one that only this batch failed and was rolled back.
+    /// Applies the batches of one write, in order, inside one savepoint and returns the
+    /// effects of each. The outer error means the transaction itself is in doubt, the inner
+    /// one that a batch failed and every batch of the write was rolled back.
     fn apply_in_savepoint(
         &mut self,
-        batch: &WriteBatch,
-    ) -> Result<Result<BatchEffects, StoreError>, StoreError> {
+        batches: &[WriteBatch],
+    ) -> Result<Result<Vec<BatchEffects>, StoreError>, StoreError> {
         self.connection
-            .execute_batch("SAVEPOINT batch")
+            .execute_batch("SAVEPOINT write")
             .map_err(sqlite_error("write batch", &self.path))?;
-        let mut effects = BatchEffects::default();
-        match self.apply(batch, &mut effects) {
-            Ok(()) => {
-                self.connection
-                    .execute_batch("RELEASE batch")
-                    .map_err(sqlite_error("write batch", &self.path))?;
-                Ok(Ok(effects))
-            }
-            Err(error) => {
-                self.undo(&batch.instance_id, std::mem::take(&mut effects.undo));
-                self.connection
-                    .execute_batch("ROLLBACK TO batch; RELEASE batch")
-                    .map_err(sqlite_error("roll back batch", &self.path))?;
-                Ok(Err(error))
+        let mut applied: Vec<BatchEffects> = Vec::with_capacity(batches.len());
+        let mut failure = None;
+        for batch in batches {
+            let mut effects = BatchEffects::default();
+            let result = self.apply(batch, &mut effects);
+            applied.push(effects);
+            if let Err(error) = result {
+                failure = Some(error);
+                break;
             }
         }
+        let Some(error) = failure else {
+            self.connection
+                .execute_batch("RELEASE write")
+                .map_err(sqlite_error("write batch", &self.path))?;
+            return Ok(Ok(applied));
+        };
+        for (batch, effects) in batches.iter().zip(applied).rev() {
+            self.undo(&batch.instance_id, effects.undo);
+        }
+        self.connection
+            .execute_batch("ROLLBACK TO write; RELEASE write")
+            .map_err(sqlite_error("roll back batch", &self.path))?;
+        Ok(Err(error))
     }
 
     fn undo(&mut self, instance_id: &str, undo: Vec<Undo>) {
