@@ -89,10 +89,12 @@ impl Instance {
                 waiting.push(slot);
             }
         }
-        drop(registry);
+        // Submitted before the registry lock is released, so a session handover, which takes
+        // the write lock, commits after this batch and not before its enqueues.
         let write = store
             .submit(ops)
             .map(|future| MessageWrite::new(future, Arc::clone(&gate), waiting));
+        drop(registry);
         if write.is_none() {
             gate.store(false, Ordering::Release);
         }
