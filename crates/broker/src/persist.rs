@@ -56,6 +56,33 @@ impl InstanceStore {
         };
         Some(self.store.submit(batch))
     }
+
+    /// Submits the move of a session from this instance to `adopter` as one unit: `removal`
+    /// on this instance, then `whole` on `adopter`, committed together or not at all.
+    ///
+    /// Returns `None`, submitting nothing, when the two instances write to different stores,
+    /// because no store can commit a unit across two stores.
+    pub(crate) fn submit_move(
+        &self,
+        adopter: &InstanceStore,
+        removal: Vec<WriteOp>,
+        whole: Vec<WriteOp>,
+    ) -> Option<StoreFuture<()>> {
+        if !Arc::ptr_eq(&self.store, &adopter.store) {
+            return None;
+        }
+        let batches = vec![
+            WriteBatch {
+                instance_id: self.instance_id.to_string(),
+                ops: removal,
+            },
+            WriteBatch {
+                instance_id: adopter.instance_id.to_string(),
+                ops: whole,
+            },
+        ];
+        Some(self.store.submit_atomic(batches))
+    }
 }
 
 /// Awaits a store write, logging a failure with the instance and what the write was for.

@@ -18,7 +18,9 @@ use switchyard_codec::{
 use switchyard_dr::{
     DrController, Edition, FallbackPolicy, GroupSettings, InstanceInfo, Member, Registry,
 };
-use switchyard_store::{SqliteSettings, SqliteStore};
+use switchyard_store::{
+    MessageStore, MessageStoreSettings, SqliteMessageStore, SqliteSettings, SqliteStore,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -83,6 +85,15 @@ impl Deployment {
 /// Starts members `hz01` and `sh01` in one group, with region listeners, a global endpoint
 /// and a controller on a fresh store.
 async fn deployment(rebalance_on_recovery: bool) -> Deployment {
+    deployment_with(rebalance_on_recovery, None).await
+}
+
+/// Starts the deployment of [`deployment`], with the members writing their sessions to
+/// `message_store` when one is given.
+async fn deployment_with(
+    rebalance_on_recovery: bool,
+    message_store: Option<&Arc<dyn MessageStore>>,
+) -> Deployment {
     let data_dir = tempfile::tempdir().expect("temporary directory");
     let settings = SqliteSettings {
         busy_timeout: Duration::from_millis(200),
@@ -93,7 +104,13 @@ async fn deployment(rebalance_on_recovery: bool) -> Deployment {
     let mut members = Vec::new();
     let mut regions = Vec::new();
     for id in [HZ01, SH01] {
-        let instance = Instance::new(InstanceSettings::new(id), Arc::new(AllowAll));
+        let settings = InstanceSettings::new(id);
+        let instance = match message_store {
+            Some(store) => Instance::with_store(settings, Arc::new(AllowAll), Arc::clone(store))
+                .await
+                .expect("instance loads its sessions"),
+            None => Instance::new(settings, Arc::new(AllowAll)),
+        };
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind region listener");
@@ -615,4 +632,96 @@ async fn recovery_without_rebalance_leaves_devices() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     device.expect_nothing_pending().await;
     assert!(deployment.instance(SH01).is_connected(DEVICE));
+}
+
+fn open_message_store(dir: &std::path::Path) -> Arc<dyn MessageStore> {
+    let store = SqliteMessageStore::open(dir, MessageStoreSettings::default());
+    Arc::new(store.expect("message store opens"))
+}
+
+/// Stops every member and waits until the deployment's tasks let go of the message store.
+async fn stop(deployment: Deployment, store: Arc<dyn MessageStore>) {
+    for id in [HZ01, SH01] {
+        deployment.instance(id).shutdown().await;
+    }
+    drop(deployment);
+    wait_until("tasks release the message store", || {
+        Arc::strong_count(&store) == 1
+    })
+    .await;
+    drop(store);
+}
+
+#[tokio::test]
+async fn moved_session_survives_restart() {
+    let message_dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_message_store(message_dir.path());
+    let deployment = deployment_with(false, Some(&store)).await;
+    let version = ProtocolVersion::V5;
+    let (mut device, _) = RawClient::connect(deployment.global, version, DEVICE, HZ01).await;
+    device.subscribe("sensors/#", QoS::AtLeastOnce).await;
+    let (mut publisher, _) =
+        RawClient::connect(deployment.regions[0], version, "GID_t@@@publisher", HZ01).await;
+
+    deployment.downgrade(HZ01).await;
+    device.expect_use_another_server().await;
+    let hz01 = deployment.instance(HZ01);
+    wait_until("session offline on hz01", || !hz01.is_connected(DEVICE)).await;
+    publisher
+        .publish_acknowledged("sensors/1", QoS::AtLeastOnce, 1, b"queued-1")
+        .await;
+    publisher
+        .publish_acknowledged("sensors/2", QoS::AtLeastOnce, 2, b"queued-2")
+        .await;
+
+    // The device lands on sh01 and takes its session along. It receives the two messages
+    // but acknowledges neither, then goes away.
+    let (mut device, present) = RawClient::connect(deployment.global, version, DEVICE, HZ01).await;
+    assert!(present, "the session moved with the device");
+    assert_eq!(device.expect_publish().await.payload, &b"queued-1"[..]);
+    assert_eq!(device.expect_publish().await.payload, &b"queued-2"[..]);
+    drop(device);
+    drop(publisher);
+    let sh01 = deployment.instance(SH01);
+    wait_until("session offline on sh01", || !sh01.is_connected(DEVICE)).await;
+    stop(deployment, store).await;
+
+    // After a restart the session is on sh01 only, with both messages.
+    let store = open_message_store(message_dir.path());
+    let device_sessions = |state: &switchyard_store::InstanceState| {
+        let sessions = state.sessions.iter();
+        let device = sessions.filter(|stored| stored.session.client_id == DEVICE);
+        device.cloned().collect::<Vec<_>>()
+    };
+    let on_hz01 = store.load_all(HZ01).await.expect("store loads hz01");
+    assert!(device_sessions(&on_hz01).is_empty(), "{on_hz01:?}");
+    let on_sh01 = store.load_all(SH01).await.expect("store loads sh01");
+    let moved = device_sessions(&on_sh01);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].session.subscriptions.len(), 1);
+    let inflight: Vec<&[u8]> = moved[0]
+        .inflight
+        .iter()
+        .map(|(_, inflight)| inflight.message.payload.as_slice())
+        .collect();
+    assert_eq!(inflight, vec![&b"queued-1"[..], &b"queued-2"[..]]);
+
+    let deployment = deployment_with(false, Some(&store)).await;
+    assert!(!deployment.instance(HZ01).has_session(DEVICE));
+    assert!(deployment.instance(SH01).has_session(DEVICE));
+
+    // A restored session counts as a region-listener session, so it would not move: hz01 is
+    // downgraded again, and the device resumes its session on sh01 with both messages resent.
+    deployment.downgrade(HZ01).await;
+    let (mut device, present) = RawClient::connect(deployment.global, version, DEVICE, HZ01).await;
+    assert!(present, "sh01 resumes the restored session");
+    assert!(deployment.instance(SH01).is_connected(DEVICE));
+    for payload in [&b"queued-1"[..], &b"queued-2"[..]] {
+        let resent = device.expect_publish().await;
+        assert!(resent.dup, "unacknowledged message is resent with DUP");
+        assert_eq!(resent.payload, payload);
+        let packet_id = resent.packet_id.expect("QoS 1 has a packet id");
+        device.send(Packet::PubAck(Ack::new(packet_id))).await;
+    }
+    device.expect_nothing_pending().await;
 }

@@ -5,13 +5,19 @@
 //! The broker provides the mechanism: [`Instance::take_detached_session`] on the instance that
 //! holds the session, and [`Instance::accept_connection_with_handover`] with a
 //! [`SessionHandover`] on the instance the device reached.
+//!
+//! With a message store shared by both instances, the move is one unit in the store: the
+//! removal from the giving instance and the whole session on the adopting one commit
+//! together. That commit completes before the take returns, so before the adopting instance
+//! sends CONNACK.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::info;
+use switchyard_store::StoreFuture;
+use tracing::{info, warn};
 
 use super::{Instance, Registry, SessionSlot, lock};
 use crate::connection::{CLOSE_TIMEOUT, Origin};
@@ -34,7 +40,8 @@ const DETACH_RECHECK: Duration = Duration::from_millis(50);
 ///
 /// It contains no socket, no timer and no task. Times in it are `std::time::Instant` values, which stay
 /// comparable because every instance runs in the same process. A value that is dropped instead
-/// of adopted loses the session.
+/// of adopted loses the session from memory. If the move was committed to a shared store, the
+/// adopting instance's stored copy remains and comes back at its next restart.
 #[derive(Debug)]
 pub struct DetachedSession {
     /// Boxed, because a session is over a kilobyte and the value moves through futures.
@@ -54,7 +61,12 @@ pub trait SessionHandover: Send + Sync + 'static {
 
 /// What [`Instance::try_take`] found.
 enum TakeAttempt {
-    Taken(DetachedSession),
+    /// The session left the registry. `move_write` is the store unit that moves it to the
+    /// adopting instance, still to be awaited.
+    Taken {
+        session: Session,
+        move_write: Option<StoreFuture<()>>,
+    },
     /// A connection owns the session and was asked to close, so it detaches soon.
     Closing(Arc<SessionSlot>),
     /// Nothing to take: no session, a session in use, expired, or of another origin.
@@ -103,7 +115,8 @@ impl Instance {
     }
 
     /// Takes the offline session of `client_id` out of this instance, with its subscriptions,
-    /// shared subscription memberships included, leaving the subscription tree.
+    /// shared subscription memberships included, leaving the subscription tree, for `adopter`
+    /// to adopt.
     ///
     /// Only a session whose last connection came in through `origin` is taken. A session that
     /// a connection owns is not taken, unless that connection was asked to close (a DR
@@ -111,17 +124,28 @@ impl Instance {
     /// most. Returns `None`, changing nothing, when there is no such session, when it has
     /// expired, or when it is still in use.
     ///
+    /// When both instances write to one message store, the removal of the session here and
+    /// its whole state on `adopter` commit as one unit
+    /// ([`MessageStore::submit_atomic`](switchyard_store::MessageStore::submit_atomic)), and
+    /// this returns only after that commit. So after a crash at any moment the store has the
+    /// session on exactly one of the two. If the commit fails, the session goes back into this
+    /// instance as it was, and this returns `None`.
+    ///
     /// The will and expiry timers of the session stay behind and find nothing to do. Messages
     /// published here after the take no longer reach the client.
     pub async fn take_detached_session(
-        &self,
+        self: &Arc<Self>,
         client_id: &str,
         origin: &Origin,
+        adopter: &Instance,
     ) -> Option<DetachedSession> {
         let deadline = tokio::time::Instant::now() + DETACH_WAIT;
         loop {
-            let slot = match self.try_take(client_id, origin) {
-                TakeAttempt::Taken(detached) => return Some(detached),
+            let slot = match self.try_take(client_id, origin, adopter) {
+                TakeAttempt::Taken {
+                    session,
+                    move_write,
+                } => return self.finish_take(session, move_write, adopter).await,
                 TakeAttempt::Unavailable => return None,
                 TakeAttempt::Closing(slot) => slot,
             };
@@ -147,8 +171,10 @@ impl Instance {
         }
     }
 
-    /// Takes the session of `client_id` if it is offline, not expired and of `origin`.
-    fn try_take(&self, client_id: &str, origin: &Origin) -> TakeAttempt {
+    /// Takes the session of `client_id` if it is offline, not expired and of `origin`, and
+    /// submits its move to `adopter` while the registry is still locked. So the move commits
+    /// after every write this instance made for the session, and before any later one.
+    fn try_take(&self, client_id: &str, origin: &Origin, adopter: &Instance) -> TakeAttempt {
         let now = tokio::time::Instant::now().into_std();
 
         let mut registry = self.write_registry();
@@ -179,28 +205,120 @@ impl Instance {
         let moved = std::mem::replace(&mut *session, retired);
         drop(session);
 
-        // NOTE: the removal commits before the adopting instance writes the session, so a
-        // crash between the two commits loses the session from the store.
         let mut moved = moved;
-        let mut ops = moved.take_store_ops();
-        ops.extend(moved.handle_store(false));
-        if let Some(store) = self.store() {
-            self.finish_in_background(store.submit(ops), "hand over session");
-        }
+        let move_write = self.submit_move(&mut moved, adopter);
         let client_id = moved.client_id().clone();
         remove_session(&mut registry, &client_id, &moved);
         drop(registry);
+        TakeAttempt::Taken {
+            session: moved,
+            move_write,
+        }
+    }
+
+    /// Submits the store writes that move `session` to `adopter` and returns the unit to wait
+    /// for, if there is one.
+    ///
+    /// With one store for both instances, the removal here and the whole session on `adopter`
+    /// form one unit, and the session is marked as stored, on `adopter` from now on. Otherwise
+    /// the removal commits alone and `adopter` writes the session when it opens it.
+    fn submit_move(&self, session: &mut Session, adopter: &Instance) -> Option<StoreFuture<()>> {
+        let store = self.store()?;
+        // Changes recorded but not yet submitted commit first, on their own, so that the
+        // store still matches the session here if the move fails.
+        let pending = session.take_store_ops();
+        self.finish_in_background(store.submit(pending), "session changes before handover");
+        let removal = session.handle_store(false);
+        if !removal.is_empty()
+            && let Some(target) = adopter.store()
+        {
+            let whole = session.handle_store(true);
+            if let Some(unit) = store.submit_move(target, removal.clone(), whole) {
+                return Some(unit);
+            }
+            session.handle_store(false);
+        }
+        // NOTE: two different message stores cannot commit one unit, so a crash between this
+        // removal and the adopter's write loses the session. `switchyard serve` gives every
+        // instance the same store.
+        self.finish_in_background(store.submit(removal), "hand over session");
+        None
+    }
+
+    /// Waits for the store to commit the move of a taken session and returns it for
+    /// `adopter`, or puts it back into this instance if the commit failed.
+    async fn finish_take(
+        self: &Arc<Self>,
+        session: Session,
+        move_write: Option<StoreFuture<()>>,
+        adopter: &Instance,
+    ) -> Option<DetachedSession> {
+        let client_id = session.client_id().clone();
+        if let Some(unit) = move_write
+            && let Err(error) = unit.await
+        {
+            warn!(
+                instance = %self.id(),
+                %client_id,
+                adopter = %adopter.id(),
+                %error,
+                "Message store failed to commit the session handover; keeping the session here"
+            );
+            self.put_back(session);
+            return None;
+        }
         info!(
             instance = %self.id(),
             %client_id,
-            subscriptions = moved.subscription_count(),
-            queued = moved.queued_len(),
-            inflight = moved.inflight_len(),
+            adopter = %adopter.id(),
+            subscriptions = session.subscription_count(),
+            queued = session.queued_len(),
+            inflight = session.inflight_len(),
             "Session handed over to another instance"
         );
-        TakeAttempt::Taken(DetachedSession {
-            session: Box::new(moved),
+        Some(DetachedSession {
+            session: Box::new(session),
         })
+    }
+
+    /// Puts a taken session whose move failed back into the registry, offline, with its
+    /// subscriptions in the tree and its expiry and will timers running again. The store
+    /// still has it here, because the failed unit changed nothing.
+    fn put_back(self: &Arc<Self>, session: Session) {
+        let client_id = session.client_id().clone();
+        let expiry = session.poll_expiry();
+        let will = session.poll_will();
+        let slot = {
+            let mut registry = self.write_registry();
+            if registry.sessions.contains_key(&client_id) {
+                // NOTE: a new session of the client appeared here while the move was being
+                // committed. It stays, and the taken one is dropped, while the store keeps
+                // whatever the new session writes over it.
+                warn!(
+                    instance = %self.id(),
+                    %client_id,
+                    "Session that failed to move is dropped, because a new one replaced it"
+                );
+                return;
+            }
+            for (filter, subscriber) in session.subscriptions() {
+                registry
+                    .subscriptions
+                    .insert(filter, client_id.clone(), *subscriber);
+            }
+            let slot = Arc::new(SessionSlot::new(session));
+            registry
+                .sessions
+                .insert(client_id.clone(), Arc::clone(&slot));
+            slot
+        };
+        if let Some(deadline) = will {
+            let deadline = expiry.map_or(deadline, |expiry| deadline.min(expiry));
+            self.schedule_will(Arc::clone(&slot), client_id.clone(), deadline);
+        }
+        if let Some(deadline) = expiry {
+            self.schedule_expiry(slot, client_id, deadline);
+        }
     }
 
     /// Reports whether a connection owns the session in `slot` and was asked to close.
@@ -221,10 +339,8 @@ impl Instance {
     pub(super) fn insert_adopted(
         &self,
         registry: &mut Registry,
-        mut session: Session,
+        session: Session,
     ) -> Arc<SessionSlot> {
-        // The session is stored again, as a whole, once it is attached here.
-        session.handle_store(false);
         let client_id = session.client_id().clone();
         for (filter, subscriber) in session.subscriptions() {
             registry

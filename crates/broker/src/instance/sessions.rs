@@ -65,6 +65,7 @@ impl Instance {
             let existing = registry.sessions.get(client_id).cloned();
             let previous_owner = existing.as_ref().and_then(|slot| slot.lock().owner());
             let resumable = adopted.is_none() && !clean_start;
+            let replaced = existing.is_some();
             let resumed = match existing {
                 Some(slot) if resumable && !slot.lock().is_expired(now) => Some(slot),
                 Some(slot) => {
@@ -77,6 +78,12 @@ impl Instance {
                 (Some(slot), _) => (slot, true),
                 (None, Some(adopted)) => {
                     let mut session = adopted.into_session();
+                    if replaced {
+                        // Ending the replaced session removed the client's records here,
+                        // the moved ones included, so the adopted session is written whole
+                        // again below. The removal this returns was submitted already.
+                        session.handle_store(false);
+                    }
                     session.handle_queue_capacity(self.settings.max_queued_messages);
                     (self.insert_adopted(&mut registry, session), true)
                 }

@@ -17,6 +17,9 @@ use crate::negotiate::{Negotiated, negotiate};
 use crate::session::{AckOutcome, InboundQoS2, Link};
 use crate::settings::InstanceSettings;
 use crate::subscriptions::Subscriber;
+use switchyard_store::{
+    MessageStore, MessageStoreSettings, SqliteMessageStore, StoredMessage, WriteBatch, WriteOp,
+};
 
 const CLIENT: &str = "GID_t@@@moved";
 const ON_A: ConnectionId = ConnectionId(1);
@@ -113,10 +116,20 @@ fn open(
     instance.open_session(&negotiated, false, id, link(), None, origin, adopted, now)
 }
 
+/// Publishes `message` on `instance` and waits for its store write, if any, because the
+/// deliveries are not sent before it commits.
+async fn publish_stored(instance: &Instance, message: Message) -> usize {
+    let published = instance.publish_with(message, Vec::new());
+    if let Some(write) = published.write {
+        write.wait().await.expect("the message is stored");
+    }
+    published.receivers
+}
+
 /// Builds an offline session on `a` with two subscriptions and a queued QoS 1 message. In
 /// flight are a QoS 1 and a QoS 2 PUBLISH and a QoS 2 message that got PUBREC. Inbound packet
 /// id 7 awaits PUBREL.
-fn offline_session_on(a: &Arc<Instance>) {
+async fn offline_session_on(a: &Arc<Instance>) {
     let opened = open(a, ON_A, &global(), None);
     let slot = &opened.slot;
     let outcome = a.subscribe(
@@ -131,15 +144,15 @@ fn offline_session_on(a: &Arc<Instance>) {
     assert_eq!(outcome, SubscribeOutcome::Subscribed { replaced: false });
 
     assert_eq!(
-        a.publish(message("sensors/1", QoS::AtLeastOnce, b"q1-inflight")),
+        publish_stored(a, message("sensors/1", QoS::AtLeastOnce, b"q1-inflight")).await,
         1
     );
     assert_eq!(
-        a.publish(message("sensors/2", QoS::ExactlyOnce, b"q2-inflight")),
+        publish_stored(a, message("sensors/2", QoS::ExactlyOnce, b"q2-inflight")).await,
         1
     );
     assert_eq!(
-        a.publish(message("sensors/3", QoS::ExactlyOnce, b"q2-received")),
+        publish_stored(a, message("sensors/3", QoS::ExactlyOnce, b"q2-received")).await,
         1
     );
     let now = Instant::now();
@@ -162,7 +175,7 @@ fn offline_session_on(a: &Arc<Instance>) {
 
     a.close_session(slot, ON_A, Instant::now(), true);
     assert_eq!(
-        a.publish(message("alerts/1", QoS::AtLeastOnce, b"q1-queued")),
+        publish_stored(a, message("alerts/1", QoS::AtLeastOnce, b"q1-queued")).await,
         1
     );
 }
@@ -171,10 +184,10 @@ fn offline_session_on(a: &Arc<Instance>) {
 async fn take_and_adopt_keep_session_state() {
     let a = instance("a");
     let b = instance("b");
-    offline_session_on(&a);
+    offline_session_on(&a).await;
 
     let detached = a
-        .take_detached_session(CLIENT, &global())
+        .take_detached_session(CLIENT, &global(), &b)
         .await
         .expect("offline session is taken");
     assert_eq!(detached.client_id(), CLIENT);
@@ -236,8 +249,13 @@ async fn take_and_adopt_keep_session_state() {
 #[tokio::test]
 async fn connected_session_is_not_taken() {
     let a = instance("a");
+    let b = instance("b");
     let opened = open(&a, ON_A, &global(), None);
-    assert!(a.take_detached_session(CLIENT, &global()).await.is_none());
+    assert!(
+        a.take_detached_session(CLIENT, &global(), &b)
+            .await
+            .is_none()
+    );
     assert!(a.has_session(CLIENT));
     assert!(opened.slot.lock().is_owned_by(ON_A));
 }
@@ -245,14 +263,19 @@ async fn connected_session_is_not_taken() {
 #[tokio::test]
 async fn session_of_other_origin_is_not_taken() {
     let a = instance("a");
+    let b = instance("b");
     let opened = open(&a, ON_A, &Origin::Region, None);
     a.close_session(&opened.slot, ON_A, Instant::now(), true);
-    assert!(a.take_detached_session(CLIENT, &global()).await.is_none());
+    assert!(
+        a.take_detached_session(CLIENT, &global(), &b)
+            .await
+            .is_none()
+    );
     let other_group = Origin::Global {
         group: "other".to_owned(),
     };
     assert!(
-        a.take_detached_session(CLIENT, &other_group)
+        a.take_detached_session(CLIENT, &other_group, &b)
             .await
             .is_none()
     );
@@ -275,7 +298,12 @@ async fn expired_session_is_not_taken() {
         long_ago,
     );
     a.close_session(&opened.slot, ON_A, long_ago, true);
-    assert!(a.take_detached_session(CLIENT, &global()).await.is_none());
+    let b = instance("b");
+    assert!(
+        a.take_detached_session(CLIENT, &global(), &b)
+            .await
+            .is_none()
+    );
 }
 
 #[tokio::test]
@@ -300,7 +328,8 @@ async fn take_waits_for_closing_connection() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         closing.close_session(&slot, ON_A, Instant::now(), true);
     });
-    let detached = a.take_detached_session(CLIENT, &global()).await;
+    let b = instance("b");
+    let detached = a.take_detached_session(CLIENT, &global(), &b).await;
     assert!(
         detached.is_some(),
         "taken once the closing connection detached"
@@ -312,9 +341,9 @@ async fn take_waits_for_closing_connection() {
 async fn adopted_session_replaces_one_opened_meanwhile() {
     let a = instance("a");
     let b = instance("b");
-    offline_session_on(&a);
+    offline_session_on(&a).await;
     let detached = a
-        .take_detached_session(CLIENT, &global())
+        .take_detached_session(CLIENT, &global(), &b)
         .await
         .expect("offline session is taken");
 
@@ -325,4 +354,179 @@ async fn adopted_session_replaces_one_opened_meanwhile() {
     assert!(!fresh.slot.lock().is_owned_by(ConnectionId(5)));
     assert_eq!(b.session_count(), 1);
     assert_eq!(b.subscription_count(), 2);
+}
+
+fn open_store(dir: &std::path::Path, settings: MessageStoreSettings) -> Arc<dyn MessageStore> {
+    Arc::new(SqliteMessageStore::open(dir, settings).expect("message store opens"))
+}
+
+async fn stored_instance(id: &str, store: &Arc<dyn MessageStore>) -> Arc<Instance> {
+    let settings = InstanceSettings::new(id);
+    Instance::with_store(settings, Arc::new(AllowAll), Arc::clone(store))
+        .await
+        .expect("instance loads its state")
+}
+
+/// Shuts the instances down and drops them with the store, which closes the database.
+async fn stop(instances: Vec<Arc<Instance>>, store: Arc<dyn MessageStore>) {
+    for instance in &instances {
+        instance.shutdown().await;
+    }
+    drop(instances);
+    assert_eq!(
+        Arc::strong_count(&store),
+        1,
+        "only the test holds the store"
+    );
+    drop(store);
+}
+
+#[tokio::test]
+async fn moved_session_is_stored_on_adopter() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+
+    let detached = a
+        .take_detached_session(CLIENT, &global(), &b)
+        .await
+        .expect("offline session is taken");
+    // The move committed before the take returned.
+    let on_a = store.load_all("a").await.expect("store loads a");
+    assert!(on_a.sessions.is_empty(), "{:?}", on_a.sessions);
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert_eq!(on_b.sessions.len(), 1);
+    let moved = &on_b.sessions[0];
+    assert_eq!(moved.session.client_id, CLIENT);
+    assert_eq!(moved.session.subscriptions.len(), 2);
+    assert_eq!(moved.queue.len(), 1);
+    assert_eq!(moved.queue[0].1.payload, b"q1-queued");
+    assert_eq!(moved.inflight.len(), 3);
+    assert_eq!(moved.incoming_qos2, vec![7]);
+
+    let opened = open(&b, ON_B, &global(), Some(detached));
+    assert!(opened.session_present);
+    let write = opened.store_write.expect("the adopted session is written");
+    write.await.expect("the adopted session commits");
+    b.close_session(&opened.slot, ON_B, Instant::now(), true);
+    drop(opened.slot);
+    stop(vec![a, b], store).await;
+
+    // A restart finds the session on b alone, with its queue and its messages in flight.
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    assert!(!a.has_session(CLIENT), "a gave the session up for good");
+    assert_eq!(a.subscription_count(), 0);
+    assert!(b.has_session(CLIENT));
+    assert_eq!(b.subscription_count(), 2);
+
+    let opened = open(&b, ON_B, &global(), None);
+    assert!(opened.session_present, "b resumes the restored session");
+    let now = Instant::now();
+    let mut session = opened.slot.lock();
+    let first = expect_publish(session.poll_transmit(now));
+    assert!(first.dup);
+    assert_eq!(first.payload, Bytes::from_static(b"q1-inflight"));
+    let second = expect_publish(session.poll_transmit(now));
+    assert!(second.dup);
+    assert_eq!(second.payload, Bytes::from_static(b"q2-inflight"));
+    assert!(matches!(
+        session.poll_transmit(now),
+        Some(Packet::PubRel(_))
+    ));
+    let queued = expect_publish(session.poll_transmit(now));
+    assert_eq!(queued.payload, Bytes::from_static(b"q1-queued"));
+    assert_eq!(session.poll_transmit(now), None);
+    assert!(session.is_inbound_unreleased(7));
+}
+
+#[tokio::test]
+async fn failed_move_keeps_session_on_giver() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let settings = MessageStoreSettings {
+        max_instance_bytes: 4096,
+        ..MessageStoreSettings::default()
+    };
+    let store = open_store(dir.path(), settings);
+    // b's storage is nearly full, so the whole session cannot be written there.
+    let filler = StoredMessage {
+        topic: "filler".to_owned(),
+        payload: vec![0; 3900],
+        qos: 1,
+        retain: true,
+        properties: Vec::new(),
+        expires_at: None,
+    };
+    store
+        .submit(WriteBatch::new("b").with(WriteOp::PutRetained(filler)))
+        .await
+        .expect("filler fits");
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+
+    let result = a.take_detached_session(CLIENT, &global(), &b).await;
+    assert!(result.is_none(), "the move failed in the store");
+    assert!(a.has_session(CLIENT), "the session went back to a");
+    assert!(!a.is_connected(CLIENT));
+    assert_eq!(a.subscription_count(), 2);
+    assert!(!b.has_session(CLIENT));
+    let on_a = store.load_all("a").await.expect("store loads a");
+    assert_eq!(on_a.sessions.len(), 1, "the store still has it on a");
+    assert_eq!(on_a.sessions[0].queue.len(), 1);
+    assert_eq!(on_a.sessions[0].inflight.len(), 3);
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert!(on_b.sessions.is_empty(), "{:?}", on_b.sessions);
+
+    assert_eq!(
+        a.publish(message("sensors/5", QoS::AtLeastOnce, b"after")),
+        1,
+        "the session put back receives messages again"
+    );
+    let opened = open(&a, ON_A, &global(), None);
+    assert!(opened.session_present);
+    let queued_len = opened.slot.lock().queued_len();
+    assert_eq!(queued_len, 2);
+}
+
+#[tokio::test]
+async fn adopted_session_rewritten_after_replacing() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+    let detached = a
+        .take_detached_session(CLIENT, &global(), &b)
+        .await
+        .expect("offline session is taken");
+
+    // A session of the client opened on b after the move ends when the adopted one replaces
+    // it, and that end removes the client's records on b, the moved ones included.
+    let fresh = open(&b, ConnectionId(5), &global(), None);
+    if let Some(write) = fresh.store_write {
+        write.await.expect("the fresh session commits");
+    }
+    let adopted = open(&b, ON_B, &global(), Some(detached));
+    assert!(adopted.session_present);
+    let write = adopted.store_write.expect("the adopted session is written");
+    write.await.expect("the adopted session commits");
+
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert_eq!(on_b.sessions.len(), 1);
+    assert_eq!(on_b.sessions[0].session.subscriptions.len(), 2);
+    assert_eq!(on_b.sessions[0].queue.len(), 1);
+    assert_eq!(on_b.sessions[0].inflight.len(), 3);
+    assert_eq!(on_b.sessions[0].incoming_qos2, vec![7]);
+    assert!(
+        store
+            .load_all("a")
+            .await
+            .expect("store loads a")
+            .sessions
+            .is_empty()
+    );
 }
