@@ -29,17 +29,19 @@ use crate::members::Group;
 /// order.
 ///
 /// Two members can each hold a session of one client id. That happens when the device reaches
-/// a member that already has one, which resumes it without asking the others. It also happens when the
-/// move does not take place and the device's member starts a new session: the old session's
-/// connection is still up (two devices sharing a client id), the old session came from a region
-/// listener, or the store failed to commit the move. When the device next lands on a member
-/// without a session, only the first member in the group's order with an offline
-/// global-endpoint session gives it up. Every other copy stays where it is, in memory and in
-/// the store, and keeps receiving that member's messages until it expires or its device
-/// connects there again, so which copy the device gets depends on the member it lands on. The
-/// copies are not merged, because two queues with their own packet ids have no order that is
-/// right for both. A warning names each other member that still has a session of the client id
-/// after a move.
+/// a member that already has one, which resumes it without asking the others. It also happens
+/// when a move does not take place and the device's member starts a new session. A move does
+/// not take place when the old session's connection is still up (two devices sharing a client
+/// id), when the old session came from a region listener, or when the store failed to commit
+/// the move.
+///
+/// When the device next lands on a member without a session, only the first member in the
+/// group's order with an offline global-endpoint session gives it up. Every other copy stays
+/// where it is, in memory and in the store, and keeps receiving that member's messages until it
+/// expires or its device connects there again. So which copy the device gets depends on the
+/// member it lands on. The copies are not merged, because two queues with their own packet ids
+/// have no order that is right for both. A warning names each other member that still has a
+/// session of the client id after a move.
 pub struct GroupHandover {
     group: Arc<Group>,
     target: String,

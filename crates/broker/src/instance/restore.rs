@@ -23,6 +23,11 @@ impl Instance {
     /// that was connected when the store was last written counts as disconnected now, so its
     /// expiry starts and its will falls due after its delay. Records that fail their checksum
     /// are logged and left out. Fails if the store cannot be read.
+    ///
+    /// NOTE: the store does not record how a session's last connection came in, so a restored
+    /// session counts as a region-listener session. It does not follow its device to another
+    /// DR member until the device has connected to this instance through the global endpoint
+    /// again.
     pub async fn with_store(
         settings: InstanceSettings,
         auth: Arc<dyn Authenticator>,
