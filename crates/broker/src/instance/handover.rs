@@ -62,9 +62,9 @@ pub trait SessionHandover: Send + Sync + 'static {
 /// What [`Instance::try_take`] found.
 enum TakeAttempt {
     /// The session left the registry. `move_write` is the store unit that moves it to the
-    /// adopting instance, still to be awaited.
+    /// adopting instance, still to be awaited. Boxed like [`DetachedSession`]'s session.
     Taken {
-        session: Session,
+        session: Box<Session>,
         move_write: Option<StoreFuture<()>>,
     },
     /// A connection owns the session and was asked to close, so it detaches soon.
@@ -211,7 +211,7 @@ impl Instance {
         remove_session(&mut registry, &client_id, &moved);
         drop(registry);
         TakeAttempt::Taken {
-            session: moved,
+            session: Box::new(moved),
             move_write,
         }
     }
@@ -249,7 +249,7 @@ impl Instance {
     /// `adopter`, or puts it back into this instance if the commit failed.
     async fn finish_take(
         self: &Arc<Self>,
-        session: Session,
+        session: Box<Session>,
         move_write: Option<StoreFuture<()>>,
         adopter: &Instance,
     ) -> Option<DetachedSession> {
@@ -276,15 +276,13 @@ impl Instance {
             inflight = session.inflight_len(),
             "Session handed over to another instance"
         );
-        Some(DetachedSession {
-            session: Box::new(session),
-        })
+        Some(DetachedSession { session })
     }
 
     /// Puts a taken session whose move failed back into the registry, offline, with its
     /// subscriptions in the tree and its expiry and will timers running again. The store
     /// still has it here, because the failed unit changed nothing.
-    fn put_back(self: &Arc<Self>, session: Session) {
+    fn put_back(self: &Arc<Self>, session: Box<Session>) {
         let client_id = session.client_id().clone();
         let expiry = session.poll_expiry();
         let will = session.poll_will();
@@ -306,7 +304,7 @@ impl Instance {
                     .subscriptions
                     .insert(filter, client_id.clone(), *subscriber);
             }
-            let slot = Arc::new(SessionSlot::new(session));
+            let slot = Arc::new(SessionSlot::new(*session));
             registry
                 .sessions
                 .insert(client_id.clone(), Arc::clone(&slot));

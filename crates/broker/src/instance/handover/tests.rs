@@ -126,6 +126,27 @@ async fn publish_stored(instance: &Instance, message: Message) -> usize {
     published.receivers
 }
 
+/// Sends the three messages queued for the session in `slot`, answers the third with PUBREC
+/// and records inbound QoS 2 packet id 7.
+fn send_and_acknowledge_some(slot: &SessionSlot) {
+    let now = Instant::now();
+    let mut session = slot.lock();
+    let mut packet_ids = Vec::new();
+    for _ in 0..3 {
+        let publish = expect_publish(session.poll_transmit(now));
+        packet_ids.push(publish.packet_id.expect("QoS 1 and 2 have a packet id"));
+    }
+    assert_eq!(
+        session.handle_pubrec(packet_ids[2], ReasonCode::SUCCESS),
+        AckOutcome::Accepted
+    );
+    assert!(matches!(
+        session.poll_transmit(now),
+        Some(Packet::PubRel(_))
+    ));
+    assert_eq!(session.handle_publish_qos2(7, 10), InboundQoS2::New);
+}
+
 /// Builds an offline session on `a` with two subscriptions and a queued QoS 1 message. In
 /// flight are a QoS 1 and a QoS 2 PUBLISH and a QoS 2 message that got PUBREC. Inbound packet
 /// id 7 awaits PUBREL.
@@ -155,23 +176,7 @@ async fn offline_session_on(a: &Arc<Instance>) {
         publish_stored(a, message("sensors/3", QoS::ExactlyOnce, b"q2-received")).await,
         1
     );
-    let now = Instant::now();
-    let mut session = slot.lock();
-    let mut packet_ids = Vec::new();
-    for _ in 0..3 {
-        let publish = expect_publish(session.poll_transmit(now));
-        packet_ids.push(publish.packet_id.expect("QoS 1 and 2 have a packet id"));
-    }
-    assert_eq!(
-        session.handle_pubrec(packet_ids[2], ReasonCode::SUCCESS),
-        AckOutcome::Accepted
-    );
-    assert!(matches!(
-        session.poll_transmit(now),
-        Some(Packet::PubRel(_))
-    ));
-    assert_eq!(session.handle_publish_qos2(7, 10), InboundQoS2::New);
-    drop(session);
+    send_and_acknowledge_some(slot);
 
     a.close_session(slot, ON_A, Instant::now(), true);
     assert_eq!(
