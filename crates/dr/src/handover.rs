@@ -66,22 +66,16 @@ impl SessionHandover for GroupHandover {
                 group: self.group.id().to_owned(),
             };
             let adopter = &self.group.member(&self.target)?.instance;
-            let others = self.group.members.iter().filter(|m| m.id() != self.target);
+            let others: Vec<_> = self
+                .group
+                .members
+                .iter()
+                .filter(|m| m.id() != self.target)
+                .collect();
             // NOTE: the first member in order with an offline session gives it up, and any
-            // later member with one too keeps its own, as `GroupHandover` describes.
+            // other member with one too keeps its own, as `GroupHandover` describes.
             let mut moved = None;
-            for member in others {
-                if moved.is_some() {
-                    if member.instance.has_session(client_id) {
-                        warn!(
-                            group = %self.group.id(),
-                            client_id,
-                            member = %member.id(),
-                            "Another member also has a session of the client id; it stays there"
-                        );
-                    }
-                    continue;
-                }
+            for member in &others {
                 let Some(session) = member
                     .instance
                     .take_detached_session(client_id, &origin, adopter)
@@ -96,9 +90,21 @@ impl SessionHandover for GroupHandover {
                     to = %self.target,
                     "Moving session between members"
                 );
-                moved = Some(session);
+                moved = Some((member.id(), session));
+                break;
             }
-            moved
+            let (giver, session) = moved?;
+            for member in others.iter().filter(|m| m.id() != giver) {
+                if member.instance.has_session(client_id) {
+                    warn!(
+                        group = %self.group.id(),
+                        client_id,
+                        member = %member.id(),
+                        "Another member also has a session of the client id; it stays there"
+                    );
+                }
+            }
+            Some(session)
         })
     }
 }

@@ -126,8 +126,8 @@ async fn publish_stored(instance: &Instance, message: Message) -> usize {
     published.receivers
 }
 
-/// Sends the three messages queued for the session in `slot`, answers the third with PUBREC
-/// and records inbound QoS 2 packet id 7.
+/// Sends the three messages pending for the session in `slot`, handles a PUBREC for the third
+/// and records inbound QoS 2 packet id 7 as awaiting PUBREL.
 fn send_and_acknowledge_some(slot: &SessionSlot) {
     let now = Instant::now();
     let mut session = slot.lock();
