@@ -28,6 +28,11 @@ pub struct Login {
     pub protocol: ProtocolVersion,
     /// Keep-alive interval in seconds, sent in CONNECT.
     pub keep_alive: u16,
+    /// The Clean Session (3.1.1) or Clean Start (5.0) flag. With `false` a 3.1.1 session
+    /// persists after the connection closes; a 5.0 session needs `session_expiry` too.
+    pub clean_start: bool,
+    /// The 5.0 Session Expiry Interval in seconds, or `None` to send none (0).
+    pub session_expiry: Option<u32>,
 }
 
 /// Failure of a connection attempt or of an exchange.
@@ -95,6 +100,8 @@ impl fmt::Display for ClientError {
     }
 }
 
+impl std::error::Error for ClientError {}
+
 impl From<io::Error> for ClientError {
     fn from(error: io::Error) -> Self {
         ClientError::Io(error)
@@ -114,11 +121,12 @@ pub struct Connection {
     write_buffer: BytesMut,
     protocol: ProtocolVersion,
     next_packet_id: u16,
+    session_present: bool,
 }
 
 impl Connection {
-    /// Opens a TCP connection, sends CONNECT with a clean session and waits for a successful
-    /// CONNACK. Returns the connection and the instant the CONNACK was decoded.
+    /// Opens a TCP connection, sends CONNECT with the login's session flags and waits for a
+    /// successful CONNACK. Returns the connection and the instant the CONNACK was decoded.
     pub async fn open(
         addr: SocketAddr,
         login: &Login,
@@ -141,23 +149,31 @@ impl Connection {
             write_buffer: BytesMut::with_capacity(256),
             protocol: login.protocol,
             next_packet_id: 1,
+            session_present: false,
+        };
+        let properties = Properties {
+            session_expiry_interval: login.session_expiry,
+            ..Properties::default()
         };
         let connect = Connect {
             protocol: login.protocol,
-            clean_start: true,
+            clean_start: login.clean_start,
             keep_alive: login.keep_alive,
             client_id: ByteStr::from(login.client_id.as_str()),
             will: None,
             username: Some(ByteStr::from(login.username.as_str())),
             password: Some(Bytes::copy_from_slice(login.password.as_bytes())),
-            properties: Properties::default(),
+            properties,
         };
         connection.send(&Packet::Connect(Box::new(connect))).await?;
         match connection.receive().await? {
             Some(Packet::ConnAck(connack)) if connack.reason.is_error() => {
                 Err(ClientError::Refused(connack.reason))
             }
-            Some(Packet::ConnAck(_)) => Ok((connection, Instant::now())),
+            Some(Packet::ConnAck(connack)) => {
+                connection.session_present = connack.session_present;
+                Ok((connection, Instant::now()))
+            }
             Some(Packet::Disconnect(disconnect)) => Err(ClientError::Unexpected(format!(
                 "server sent DISCONNECT with reason code 0x{:02X} before CONNACK",
                 disconnect.reason.0
@@ -170,6 +186,11 @@ impl Connection {
                 "server closed the connection before CONNACK".to_owned(),
             )),
         }
+    }
+
+    /// Reports whether the CONNACK had Session Present set, so the server resumed a stored session.
+    pub fn session_present(&self) -> bool {
+        self.session_present
     }
 
     /// Encodes and writes one packet.

@@ -261,7 +261,8 @@ pub fn device_login(
     )
 }
 
-/// Builds a `Signature|<AccessKeyId>|<InstanceId>` login with a 60 s keep-alive.
+/// Builds a `Signature|<AccessKeyId>|<InstanceId>` login with a 60 s keep-alive and a clean
+/// session.
 pub fn signature_login(
     client_id: String,
     access_key_id: &str,
@@ -275,5 +276,7 @@ pub fn signature_login(
         client_id,
         protocol,
         keep_alive: 60,
+        clean_start: true,
+        session_expiry: None,
     }
 }
