@@ -208,54 +208,14 @@ impl Workload {
         let total = self.options.messages;
 
         // Steps 1 and 2: the two persistent subscriptions exist before anything is published.
-        let online_login = self.subscriber_login("sub-online");
-        let mut online = Connection::open(self.addr, &online_login, EXCHANGE_TIMEOUT)
-            .await
-            .map(|(connection, _)| connection)
-            .context("online subscriber failed to connect")?;
-        online
-            .subscribe(TOPIC, QoS::AtLeastOnce, EXCHANGE_TIMEOUT)
-            .await
-            .context("online subscriber failed to subscribe")?;
-        let offline_login = self.subscriber_login("sub-offline");
+        let online = self.subscribe("sub-online").await?;
         if self.options.offline_subscriber {
-            let (mut offline, _) = Connection::open(self.addr, &offline_login, EXCHANGE_TIMEOUT)
-                .await
-                .context("offline subscriber failed to connect")?;
-            offline
-                .subscribe(TOPIC, QoS::AtLeastOnce, EXCHANGE_TIMEOUT)
-                .await
-                .context("offline subscriber failed to subscribe")?;
-            offline.close().await;
+            self.subscribe("sub-offline").await?.close().await;
         }
         let online_task = tokio::spawn(receive_all(online, total));
 
-        // Step 3: publishers connect, then start together.
-        let barrier = Arc::new(Barrier::new(self.publishers + 1));
-        let mut tasks = JoinSet::new();
-        for publisher in 0..self.publishers {
-            let first = publisher * total / self.publishers;
-            let end = (publisher + 1) * total / self.publishers;
-            let login = self.publisher_login(publisher);
-            let settings = PublisherSettings {
-                addr: self.addr,
-                indices: first..end,
-                payload_bytes: self.options.payload_bytes,
-                window: self.options.window,
-            };
-            tasks.spawn(run_publisher(login, settings, Arc::clone(&barrier)));
-        }
-        barrier.wait().await;
-        let started = Instant::now();
-        let mut latencies = Vec::with_capacity(total);
-        let mut last_ack = started;
-        while let Some(joined) = tasks.join_next().await {
-            let outcome = joined.context("publisher task panicked")??;
-            latencies.extend(outcome.latencies_ms);
-            last_ack = last_ack.max(outcome.last_ack);
-        }
-        let publish_phase = last_ack - started;
-
+        // Step 3.
+        let (publish_phase, latencies) = self.publish_all().await?;
         let online_count = online_task.await.context("online subscriber panicked")??;
         if online_count.unique != total {
             bail!(
@@ -264,27 +224,13 @@ impl Workload {
             );
         }
 
-        // Step 4: the offline subscriber resumes its session and drains the queue.
-        let mut offline_received = None;
-        let mut drain = None;
-        if self.options.offline_subscriber {
-            let drain_started = Instant::now();
-            let (offline, _) = Connection::open(self.addr, &offline_login, EXCHANGE_TIMEOUT)
-                .await
-                .context("offline subscriber failed to reconnect")?;
-            if !offline.session_present() {
-                bail!("offline subscriber reconnected with Session Present 0; its queue is gone");
-            }
-            let count = receive_all(offline, total).await?;
-            if count.unique != total {
-                bail!(
-                    "offline subscriber received {} of {total} queued messages",
-                    count.unique
-                );
-            }
-            offline_received = Some(count.unique);
-            drain = Some(drain_started.elapsed());
-        }
+        // Step 4.
+        let (offline_received, drain) = if self.options.offline_subscriber {
+            let (received, drain) = self.drain_offline().await?;
+            (Some(received), Some(drain))
+        } else {
+            (None, None)
+        };
 
         Ok(CaseResult {
             variant: String::new(),
@@ -298,6 +244,72 @@ impl Workload {
             offline_received,
             drain,
         })
+    }
+
+    /// Connects subscriber `name` with a persistent session and subscribes it to [`TOPIC`].
+    async fn subscribe(&self, name: &str) -> anyhow::Result<Connection> {
+        let login = self.subscriber_login(name);
+        let (mut connection, _) = Connection::open(self.addr, &login, EXCHANGE_TIMEOUT)
+            .await
+            .with_context(|| format!("subscriber {} failed to connect", login.client_id))?;
+        connection
+            .subscribe(TOPIC, QoS::AtLeastOnce, EXCHANGE_TIMEOUT)
+            .await
+            .with_context(|| format!("subscriber {} failed to subscribe", login.client_id))?;
+        Ok(connection)
+    }
+
+    /// Connects the publishers, starts them together and waits for every PUBACK. Returns the
+    /// time from the start to the last PUBACK and every message's PUBACK latency.
+    async fn publish_all(&self) -> anyhow::Result<(Duration, Vec<f64>)> {
+        let total = self.options.messages;
+        let barrier = Arc::new(Barrier::new(self.publishers + 1));
+        let mut tasks = JoinSet::new();
+        for publisher in 0..self.publishers {
+            let first = publisher * total / self.publishers;
+            let end = (publisher + 1) * total / self.publishers;
+            let settings = PublisherSettings {
+                addr: self.addr,
+                indices: first..end,
+                payload_bytes: self.options.payload_bytes,
+                window: self.options.window,
+            };
+            let login = self.publisher_login(publisher);
+            tasks.spawn(run_publisher(login, settings, Arc::clone(&barrier)));
+        }
+
+        barrier.wait().await;
+        let started = Instant::now();
+        let mut latencies = Vec::with_capacity(total);
+        let mut last_ack = started;
+        while let Some(joined) = tasks.join_next().await {
+            let outcome = joined.context("publisher task panicked")??;
+            latencies.extend(outcome.latencies_ms);
+            last_ack = last_ack.max(outcome.last_ack);
+        }
+        Ok((last_ack - started, latencies))
+    }
+
+    /// Reconnects the offline subscriber, which must find its session, and receives its
+    /// queue. Returns the messages received and the time from reconnecting to the last one.
+    async fn drain_offline(&self) -> anyhow::Result<(usize, Duration)> {
+        let total = self.options.messages;
+        let started = Instant::now();
+        let login = self.subscriber_login("sub-offline");
+        let (connection, _) = Connection::open(self.addr, &login, EXCHANGE_TIMEOUT)
+            .await
+            .context("offline subscriber failed to reconnect")?;
+        if !connection.session_present() {
+            bail!("offline subscriber reconnected with Session Present 0; its queue is gone");
+        }
+        let count = receive_all(connection, total).await?;
+        if count.unique != total {
+            bail!(
+                "offline subscriber received {} of {total} queued messages",
+                count.unique
+            );
+        }
+        Ok((count.unique, started.elapsed()))
     }
 
     fn subscriber_login(&self, name: &str) -> Login {
