@@ -123,7 +123,8 @@ impl Qos1Args {
         }
         if self.offline_subscriber && self.messages > MAX_OFFLINE_QUEUE {
             bail!(
-                "--messages {} is more than the message store queues for one session                  ({MAX_OFFLINE_QUEUE}); use fewer or --offline-subscriber false",
+                "--messages {} is more than the message store queues for one session \
+                 ({MAX_OFFLINE_QUEUE}); use fewer or --offline-subscriber false",
                 self.messages
             );
         }
@@ -229,7 +230,8 @@ impl StartupArgs {
         }
         if self.messages_per_session > MAX_OFFLINE_QUEUE {
             bail!(
-                "--messages-per-session {} is more than the message store queues for one                  session ({MAX_OFFLINE_QUEUE})",
+                "--messages-per-session {} is more than the message store queues for one \
+                 session ({MAX_OFFLINE_QUEUE})",
                 self.messages_per_session
             );
         }

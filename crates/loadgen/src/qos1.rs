@@ -156,6 +156,7 @@ fn run_case(
         max_publish_rate: 10_000_000,
         max_connection_rate: 100_000,
     };
+
     let mut server = Server::start(
         &variant.binary,
         &dir,
@@ -163,6 +164,7 @@ fn run_case(
         options.ready_timeout,
     )?;
     let addr = server.instance_addr()?;
+
     let workload = Workload {
         addr,
         options: options.clone(),
@@ -178,6 +180,8 @@ fn run_case(
                 )
             })
     });
+
+    // A server that exited on its own invalidates the case even if the workload finished.
     let exited = !server.is_running();
     server.stop();
     if outcome.is_err() {

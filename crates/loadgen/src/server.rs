@@ -56,7 +56,8 @@ impl ServerConfig {
         }
         let _ = writeln!(
             text,
-            "\n[[accounts]]\nid = \"{ACCOUNT_ID}\"\naccess_keys = [{{ id = \"{}\", secret = \"{}\" }}]",
+            "\n[[accounts]]\nid = \"{ACCOUNT_ID}\"\n\
+             access_keys = [{{ id = \"{}\", secret = \"{}\" }}]",
             self.access_key_id, self.access_key_secret
         );
         let _ = writeln!(

@@ -92,7 +92,8 @@ pub fn print_summary(results: &[CaseResult], reference: Option<&str>, pairs: &[(
         println!("\n{publishers} publishers:\n");
         let reference_label = reference.unwrap_or("-");
         println!(
-            "| variant | messages/s, median (min to max) | PUBACK p50 / p99 ms | / {reference_label} |"
+            "| variant | messages/s, median (min to max) | PUBACK p50 / p99 ms \
+             | / {reference_label} |"
         );
         println!("|---|---|---|---|");
         let reference_rate = reference.and_then(|label| median_rate(results, label, publishers));
