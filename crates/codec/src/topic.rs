@@ -152,6 +152,87 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     }
 }
 
+/// Reports whether some topic name matches both `first` and `second`.
+///
+/// An access rule that denies a filter uses this on a requested filter: if the two overlap, a
+/// subscriber of the requested filter could receive a message the rule denies. The first-level
+/// `$` rule of [`matches`] applies: a filter starting with `+` or `#` never overlaps one whose
+/// first level is a literal starting with `$` [MQTT-4.7.2-1]. Both filters are taken as valid
+/// plain filters, without a `$share/<group>/` prefix.
+pub fn filters_overlap(first: &str, second: &str) -> bool {
+    if wildcard_meets_dollar(first, second) || wildcard_meets_dollar(second, first) {
+        return false;
+    }
+    let mut first_levels = first.split('/');
+    let mut second_levels = second.split('/');
+    // The common topic is built level by level: literals where a filter has one, any non-empty
+    // level where both have `+`. It is invalid only if it is the single empty level "".
+    let mut common_levels = 0;
+    let mut first_level_is_empty = false;
+    loop {
+        match (first_levels.next(), second_levels.next()) {
+            // `#` also matches its parent level, so `a/#` and `a` share the topic `a`. With
+            // levels left on the other side, the common topic has at least two levels.
+            (Some("#"), None) | (None, Some("#")) | (None, None) => {
+                return !(common_levels == 1 && first_level_is_empty);
+            }
+            (Some("#"), Some(_)) | (Some(_), Some("#")) => return true,
+            (Some(a), Some(b)) if a == "+" || b == "+" || a == b => {
+                if common_levels == 0 {
+                    first_level_is_empty = a.is_empty() || b.is_empty();
+                }
+                common_levels += 1;
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Reports whether every topic name that `inner` matches is also matched by `outer`.
+///
+/// An access rule that allows a filter uses this on a requested filter, so that the rule grants
+/// nothing it does not name. The first-level `$` rule of [`matches`] applies: `#` covers `a/#`
+/// but not `$SYS/#` [MQTT-4.7.2-1]. Both filters are taken as valid plain filters, without a
+/// `$share/<group>/` prefix.
+pub fn filter_covers(outer: &str, inner: &str) -> bool {
+    if wildcard_meets_dollar(outer, inner) {
+        return false;
+    }
+    let mut outer_levels = outer.split('/').peekable();
+    let mut inner_levels = inner.split('/');
+    let mut common_levels = 0;
+    let mut first_level_is_empty = false;
+    loop {
+        match (outer_levels.next(), inner_levels.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some("#")) => {
+                // The inner `#` matches its parent topic, which the outer `+` does not. That
+                // parent is no topic name when it has no levels or is the empty level "",
+                // because a topic name has at least one character [MQTT-4.7.3-1]. Then `+/#`
+                // is left to match every topic of one or more further levels.
+                let parent_is_topic =
+                    common_levels >= 2 || (common_levels == 1 && !first_level_is_empty);
+                return !parent_is_topic && outer_levels.peek() == Some(&"#");
+            }
+            (Some(a), Some(b)) if a == "+" || a == b => {
+                // An inner `+` may be a non-empty level, so only a literal "" forces it.
+                if common_levels == 0 {
+                    first_level_is_empty = b.is_empty();
+                }
+                common_levels += 1;
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
+/// Reports whether `wildcard_first` starts with a wildcard and `other` starts with a literal
+/// level beginning with `$`, which only a literal first level can match.
+fn wildcard_meets_dollar(wildcard_first: &str, other: &str) -> bool {
+    wildcard_first.starts_with(['+', '#']) && other.starts_with('$')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,6 +365,202 @@ mod tests {
                 expected,
                 "filter {filter} topic {topic}"
             );
+        }
+    }
+
+    #[test]
+    fn overlap_table() {
+        let cases = [
+            ("a/b", "a/b", true),
+            ("a/b", "a/c", false),
+            ("a/+", "a/b", true),
+            ("a/+", "+/b", true),
+            ("a/+", "a", false),
+            ("a/+", "a/b/c", false),
+            ("a/#", "a", true),
+            ("a/#", "a/b/c", true),
+            ("a/#", "b/#", false),
+            ("#", "a/b", true),
+            ("#", "/", true),
+            ("+", "/", false),
+            ("+/+", "/", true),
+            ("a//b", "a/+/b", true),
+            ("a/b/#", "a/+", true),
+            ("a/b/#", "a/c/+", false),
+            ("test/nosubscribe", "test/#", true),
+            ("test/nosubscribe", "test/+", true),
+            ("test/nosubscribe", "+/+", true),
+            ("test/nosubscribe", "#", true),
+            ("test/nosubscribe", "test/nosubscribe/x", false),
+            ("test/nosubscribe", "test", false),
+            // `/#` matches its parent "", which is no topic name, so it shares none with `+`.
+            ("/#", "+", false),
+            ("/#", "/", true),
+            ("+/#", "+", true),
+        ];
+        for (first, second, expected) in cases {
+            assert_eq!(
+                filters_overlap(first, second),
+                expected,
+                "{first} and {second}"
+            );
+            assert_eq!(
+                filters_overlap(second, first),
+                expected,
+                "{second} and {first}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlap_respects_dollar_topics() {
+        let cases = [
+            ("#", "$SYS/x", false),
+            ("+/x", "$SYS/x", false),
+            ("+/#", "$SYS", false),
+            ("#", "$SYS/#", false),
+            ("$SYS/#", "$SYS/x", true),
+            ("$SYS/+", "$SYS/#", true),
+            ("a/#", "a/$x", true),
+            ("+/+", "a/$x", true),
+            ("$a", "$b", false),
+        ];
+        for (first, second, expected) in cases {
+            assert_eq!(
+                filters_overlap(first, second),
+                expected,
+                "{first} and {second}"
+            );
+            assert_eq!(
+                filters_overlap(second, first),
+                expected,
+                "{second} and {first}"
+            );
+        }
+    }
+
+    #[test]
+    fn cover_table() {
+        let cases = [
+            ("a/b", "a/b", true),
+            ("a/b", "a/+", false),
+            ("a/+", "a/b", true),
+            ("a/+", "a/+", true),
+            ("a/+", "a/#", false),
+            ("a/+", "a", false),
+            ("a/#", "a", true),
+            ("a/#", "a/#", true),
+            ("a/#", "a/b/+/#", true),
+            ("a/#", "+/b", false),
+            ("a/b/#", "a/#", false),
+            ("#", "#", true),
+            ("#", "+/+/#", true),
+            ("#", "/", true),
+            ("+", "/", false),
+            ("+/+", "/", true),
+            ("+/+", "+/#", false),
+            ("+/#", "#", true),
+            ("+/+/#", "#", false),
+            ("/+/#", "/#", true),
+            ("+/+/#", "/#", true),
+            ("/+", "/#", false),
+            ("a/+/#", "a/#", false),
+            ("a", "a/b", false),
+        ];
+        for (outer, inner, expected) in cases {
+            assert_eq!(
+                filter_covers(outer, inner),
+                expected,
+                "{outer} covering {inner}"
+            );
+        }
+    }
+
+    #[test]
+    fn cover_respects_dollar_topics() {
+        let cases = [
+            ("#", "$SYS/x", false),
+            ("#", "$SYS/#", false),
+            ("+/#", "$SYS/x", false),
+            ("+", "$SYS", false),
+            ("$SYS/#", "$SYS/x", true),
+            ("$SYS/#", "#", false),
+            ("$SYS/+", "+/x", false),
+            ("a/+", "a/$x", true),
+            ("#", "a/$x", true),
+        ];
+        for (outer, inner, expected) in cases {
+            assert_eq!(
+                filter_covers(outer, inner),
+                expected,
+                "{outer} covering {inner}"
+            );
+        }
+    }
+
+    mod brute_force {
+        use proptest::prelude::*;
+
+        use super::super::{filter_covers, filters_overlap, matches};
+
+        /// Topic levels of the small alphabet: two literals, a `$` literal and the empty level.
+        const LEVELS: [&str; 4] = ["a", "b", "$s", ""];
+
+        /// Every topic name of one to four levels over [`LEVELS`]. Filters below have at most
+        /// three levels, so a topic that tells two of them apart has at most four.
+        fn all_topics() -> Vec<String> {
+            let mut topics: Vec<String> = LEVELS.iter().map(|level| level.to_string()).collect();
+            let mut last = topics.clone();
+            for _ in 1..4 {
+                let longer: Vec<String> = last
+                    .iter()
+                    .flat_map(|prefix| LEVELS.iter().map(move |level| format!("{prefix}/{level}")))
+                    .collect();
+                topics.extend(longer.iter().cloned());
+                last = longer;
+            }
+            // A topic name has at least one character [MQTT-4.7.3-1].
+            topics.retain(|topic| !topic.is_empty());
+            topics
+        }
+
+        fn filter() -> impl Strategy<Value = String> {
+            let level = prop::sample::select(vec!["a", "b", "$s", "", "+"]);
+            let filter =
+                (prop::collection::vec(level, 1..=3), any::<bool>()).prop_map(|(levels, hash)| {
+                    let mut filter = levels.join("/");
+                    if hash {
+                        filter.push_str("/#");
+                    }
+                    filter
+                });
+            // A topic filter has at least one character [MQTT-4.7.3-1].
+            filter.prop_filter("empty filter", |filter| !filter.is_empty())
+        }
+
+        fn filter_or_hash() -> impl Strategy<Value = String> {
+            prop_oneof![Just("#".to_owned()), filter()]
+        }
+
+        proptest! {
+            // About 97,000 filter pairs exist over this alphabet, so sample a good share.
+            #![proptest_config(ProptestConfig::with_cases(4096))]
+
+            #[test]
+            fn overlap_matches_brute_force(first in filter_or_hash(), second in filter_or_hash()) {
+                let expected = all_topics()
+                    .iter()
+                    .any(|topic| matches(&first, topic) && matches(&second, topic));
+                prop_assert_eq!(filters_overlap(&first, &second), expected);
+            }
+
+            #[test]
+            fn cover_matches_brute_force(outer in filter_or_hash(), inner in filter_or_hash()) {
+                let expected = all_topics()
+                    .iter()
+                    .all(|topic| !matches(&inner, topic) || matches(&outer, topic));
+                prop_assert_eq!(filter_covers(&outer, &inner), expected);
+            }
         }
     }
 }
