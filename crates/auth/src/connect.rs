@@ -71,6 +71,7 @@ impl InstanceAuthPolicy {
         Ok(Identity {
             principal: ANONYMOUS_PRINCIPAL.to_owned(),
             client_id: client_id.to_owned(),
+            username: None,
             mode: None,
         })
     }
@@ -118,6 +119,7 @@ impl InstanceAuthPolicy {
         Ok(Identity {
             principal: format!("{}|{}", login.mode, login.key_id),
             client_id: client_id.to_owned(),
+            username: Some(username.to_owned()),
             mode: Some(login.mode),
         })
     }

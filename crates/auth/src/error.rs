@@ -1,5 +1,7 @@
 //! The error type of every check in this crate.
 
+use crate::access_rule::DenyReason;
+
 /// The kind of an [`AuthError`], which decides the MQTT reason code a broker sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum AuthErrorKind {
@@ -11,6 +13,8 @@ pub enum AuthErrorKind {
     ClientIdentifierNotValid,
     /// The client may not publish to this topic or subscribe to this filter.
     TopicNotAllowed,
+    /// An access rule denies the topic or filter, and states the reason code to send.
+    TopicDeniedByRule(DenyReason),
 }
 
 /// A rejected login or topic access, with a detail for the client and the log.
@@ -38,13 +42,15 @@ impl AuthError {
     /// Returns the MQTT 5.0 reason code for this error, for CONNACK, PUBACK, SUBACK or DISCONNECT.
     ///
     /// Bad username or password is 0x86, Not authorized is 0x87 (for logins and topics alike)
-    /// and Client Identifier not valid is 0x85.
+    /// and Client Identifier not valid is 0x85. A topic denied by an access rule gets the rule's
+    /// code, 0x87 or 0x80.
     pub fn reason_code(&self) -> u8 {
         match self.kind {
             AuthErrorKind::BadUserNameOrPassword => 0x86,
             AuthErrorKind::NotAuthorized => 0x87,
             AuthErrorKind::ClientIdentifierNotValid => 0x85,
             AuthErrorKind::TopicNotAllowed => 0x87,
+            AuthErrorKind::TopicDeniedByRule(reason) => reason.reason_code(),
         }
     }
 
@@ -58,7 +64,7 @@ impl AuthError {
             AuthErrorKind::ClientIdentifierNotValid => 2,
             AuthErrorKind::BadUserNameOrPassword => 4,
             AuthErrorKind::NotAuthorized => 5,
-            AuthErrorKind::TopicNotAllowed => 5,
+            AuthErrorKind::TopicNotAllowed | AuthErrorKind::TopicDeniedByRule(_) => 5,
         }
     }
 }
@@ -88,6 +94,10 @@ mod tests {
         assert_eq!(code(AuthErrorKind::NotAuthorized), 0x87);
         assert_eq!(code(AuthErrorKind::ClientIdentifierNotValid), 0x85);
         assert_eq!(code(AuthErrorKind::TopicNotAllowed), 0x87);
+        let unspecified = AuthErrorKind::TopicDeniedByRule(DenyReason::UnspecifiedError);
+        assert_eq!(code(unspecified), 0x80);
+        let not_authorized = AuthErrorKind::TopicDeniedByRule(DenyReason::NotAuthorized);
+        assert_eq!(code(not_authorized), 0x87);
     }
 
     #[test]

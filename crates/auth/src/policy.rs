@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 
+use crate::access_rule::AccessRule;
 use crate::client_id::{CLIENT_ID_SEPARATOR, ClientId, parse_client_id};
 use crate::username::LoginMode;
 
@@ -29,6 +30,9 @@ pub struct InstanceAuthPolicy {
     pub require_registered_group_ids: bool,
     /// Whether every topic name and filter must start with a registered parent topic.
     pub require_registered_parent_topics: bool,
+    /// Topic access rules in order; the first that applies decides, before the parent-topic
+    /// check. Empty by default.
+    pub access_rules: Vec<AccessRule>,
 }
 
 impl InstanceAuthPolicy {
@@ -46,6 +50,7 @@ impl InstanceAuthPolicy {
             allow_anonymous: false,
             require_registered_group_ids: true,
             require_registered_parent_topics: true,
+            access_rules: Vec::new(),
         }
     }
 
@@ -74,6 +79,7 @@ impl fmt::Debug for InstanceAuthPolicy {
                 "require_registered_parent_topics",
                 &self.require_registered_parent_topics,
             )
+            .field("access_rules", &self.access_rules)
             .finish()
     }
 }
@@ -86,6 +92,8 @@ pub struct Identity {
     pub principal: String,
     /// The client id of the connection.
     pub client_id: String,
+    /// The username of the CONNECT, if it had one. Access rules match it and fill in `%u`.
+    pub username: Option<String>,
     /// The login mode, or `None` for an anonymous login.
     pub mode: Option<LoginMode>,
 }
@@ -226,6 +234,7 @@ mod tests {
         let identity = |client_id: &str| Identity {
             principal: ANONYMOUS_PRINCIPAL.to_owned(),
             client_id: client_id.to_owned(),
+            username: None,
             mode: None,
         };
 

@@ -1,5 +1,6 @@
-//! The PUBLISH and SUBSCRIBE check: registered parent topics.
+//! The PUBLISH and SUBSCRIBE check: access rules, then registered parent topics.
 
+use crate::access_rule::{RuleDecision, RuleSubject, evaluate_rules};
 use crate::error::{AuthError, AuthErrorKind, quote};
 use crate::policy::{Identity, InstanceAuthPolicy, TopicAccess};
 
@@ -8,6 +9,10 @@ const SHARED_SUBSCRIPTION_PREFIX: &str = "$share/";
 
 impl InstanceAuthPolicy {
     /// Checks whether `identity` may publish to a topic name or subscribe to a topic filter.
+    ///
+    /// The access rules come first, and the first one that applies decides (see
+    /// [`crate::access_rule`]): an ALLOW rule skips the checks below and a DENY rule rejects
+    /// with kind [`AuthErrorKind::TopicDeniedByRule`]. When no rule applies:
     ///
     /// When registered parent topics are required, the first level of the topic or filter must
     /// be one of them. A filter whose first level is `+` or `#` is rejected, because it would
@@ -19,13 +24,37 @@ impl InstanceAuthPolicy {
     /// When registered parent topics are not required, every topic passes. The broker still
     /// validates topic names, filters and wildcards by the MQTT rules.
     ///
-    /// Every rejection has the kind [`AuthErrorKind::TopicNotAllowed`] (reason code 0x87).
+    /// These rejections have the kind [`AuthErrorKind::TopicNotAllowed`] (reason code 0x87).
     pub fn check_topic(
         &self,
         identity: &Identity,
         topic_or_filter: &str,
         access: TopicAccess,
     ) -> Result<(), AuthError> {
+        let subject = RuleSubject {
+            client_id: &identity.client_id,
+            username: identity.username.as_deref(),
+        };
+        match evaluate_rules(&self.access_rules, subject, access, topic_or_filter) {
+            Some(RuleDecision::Allow) => return Ok(()),
+            Some(RuleDecision::Deny { rule, reason }) => {
+                let shown = self.access_rules.get(rule).map(ToString::to_string);
+                return Err(AuthError::new(
+                    AuthErrorKind::TopicDeniedByRule(reason),
+                    format!(
+                        "client {} may not {} {} on instance {} because access rule {} ({}) \
+                         denies it",
+                        quote(&identity.client_id),
+                        access.verb(),
+                        quote(topic_or_filter),
+                        self.instance_id,
+                        rule + 1,
+                        shown.unwrap_or_default(),
+                    ),
+                ));
+            }
+            None => {}
+        }
         if !self.require_registered_parent_topics {
             return Ok(());
         }
@@ -103,6 +132,7 @@ mod tests {
         Identity {
             principal: "Signature|LTAIexample".to_owned(),
             client_id: "GID_demo@@@dev1".to_owned(),
+            username: None,
             mode: None,
         }
     }
@@ -266,6 +296,7 @@ mod tests {
         let anonymous = Identity {
             principal: ANONYMOUS_PRINCIPAL.to_owned(),
             client_id: "plain".to_owned(),
+            username: None,
             mode: None,
         };
         for topic in ["metrics/cpu", "#", "+/x", "$SYS/uploadToken", "sensors/x"] {
@@ -280,5 +311,51 @@ mod tests {
                 "{topic}"
             );
         }
+    }
+
+    #[test]
+    fn check_topic_evaluates_access_rules_first() {
+        use crate::access_rule::{AccessRule, DenyReason, PermitAction, RuleEffect};
+
+        let mut policy = policy();
+        policy.access_rules = vec![
+            AccessRule::new(RuleEffect::Deny, PermitAction::Subscribe, "sensors/secret")
+                .unwrap()
+                .with_deny_reason(DenyReason::UnspecifiedError)
+                .unwrap(),
+            AccessRule::new(
+                RuleEffect::Allow,
+                PermitAction::PublishSubscribe,
+                "metrics/#",
+            )
+            .unwrap(),
+        ];
+
+        let error = policy
+            .check_topic(&identity(), "sensors/#", TopicAccess::Subscribe)
+            .unwrap_err();
+        assert_eq!(
+            error.kind,
+            AuthErrorKind::TopicDeniedByRule(DenyReason::UnspecifiedError)
+        );
+        assert_eq!(error.reason_code(), 0x80);
+        assert_eq!(
+            error.detail,
+            "client \"GID_demo@@@dev1\" may not subscribe to \"sensors/#\" on instance \
+             mqtt-cn-hz01 because access rule 1 (DENY SUB \"sensors/secret\") denies it"
+        );
+
+        // The ALLOW rule grants an unregistered parent topic; without a rule it is rejected.
+        for access in [TopicAccess::Publish, TopicAccess::Subscribe] {
+            assert_eq!(
+                policy.check_topic(&identity(), "metrics/cpu", access),
+                Ok(())
+            );
+        }
+        rejection(&policy, "other/x", TopicAccess::Publish);
+        assert_eq!(
+            policy.check_topic(&identity(), "sensors/x", TopicAccess::Subscribe),
+            Ok(())
+        );
     }
 }
