@@ -8,7 +8,9 @@
 //! - for a PUBLISH, its filter matches the topic name;
 //! - for a SUBSCRIBE, a DENY rule's filter overlaps the requested filter (a subscriber of the
 //!   requested filter could receive a topic the rule denies), and an ALLOW rule's filter covers
-//!   the requested filter (every topic it could receive is one the rule allows).
+//!   the requested filter (every topic it could receive is one the rule allows). A DENY rule
+//!   may instead refuse only the filters it covers ([`SubscribeMatch::Cover`]), which leaves
+//!   wider filters such as `+/+` to the later rules.
 //!
 //! A rule's topic may contain the placeholders `%c` (the client id) and `%u` (the username).
 //! A substituted value never widens access: when it contains `+`, `#` or `/`, an ALLOW rule
@@ -76,6 +78,19 @@ impl DenyReason {
     }
 }
 
+/// Which requested SUBSCRIBE filters a DENY rule refuses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum SubscribeMatch {
+    /// Every filter that overlaps the rule's filter, so no subscription can receive a topic
+    /// the rule covers. The default.
+    #[default]
+    Overlap,
+    /// Only the filters that the rule's filter covers, such as `a/b` and `a/+` for a rule on
+    /// `a/#`. A wider filter (`+/b`, `#`) is left to the later rules, so its subscriber may
+    /// still receive the rule's topics: this refuses filters, it does not protect topics.
+    Cover,
+}
+
 /// An invalid access rule, naming the value and the fix.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AccessRuleError {
@@ -105,6 +120,12 @@ pub enum AccessRuleError {
     /// A reason code is set on an ALLOW rule, which refuses nothing.
     #[error("an ALLOW rule refuses nothing, so it takes no reason code; remove it")]
     ReasonOnAllow,
+    /// A subscribe match is set on an ALLOW rule, which always needs to cover a filter.
+    #[error(
+        "an ALLOW rule applies only to the filters it covers, so it takes no subscribe match; \
+         remove it"
+    )]
+    SubscribeMatchOnAllow,
 }
 
 /// One access rule. Build it with [`AccessRule::new`] and the `with_*` methods.
@@ -116,6 +137,7 @@ pub struct AccessRule {
     client_id: Option<NamePattern>,
     username: Option<NamePattern>,
     deny_reason: DenyReason,
+    subscribe_match: SubscribeMatch,
 }
 
 /// What the first applying rule decided.
@@ -153,6 +175,7 @@ impl AccessRule {
             client_id: None,
             username: None,
             deny_reason: DenyReason::default(),
+            subscribe_match: SubscribeMatch::default(),
         })
     }
 
@@ -176,6 +199,18 @@ impl AccessRule {
             return Err(AccessRuleError::ReasonOnAllow);
         }
         self.deny_reason = reason;
+        Ok(self)
+    }
+
+    /// Sets which requested filters a DENY rule refuses.
+    pub fn with_subscribe_match(
+        mut self,
+        subscribe_match: SubscribeMatch,
+    ) -> Result<AccessRule, AccessRuleError> {
+        if self.effect == RuleEffect::Allow {
+            return Err(AccessRuleError::SubscribeMatchOnAllow);
+        }
+        self.subscribe_match = subscribe_match;
         Ok(self)
     }
 
@@ -206,10 +241,16 @@ impl AccessRule {
             // A DENY rule must not shrink because of the value, so it denies everything.
             Substituted::UnsafeValue => return self.effect == RuleEffect::Deny,
         };
-        match (access, self.effect) {
-            (TopicAccess::Publish, _) => matches(&filter, topic_or_filter),
-            (TopicAccess::Subscribe, RuleEffect::Deny) => filters_overlap(&filter, topic_or_filter),
-            (TopicAccess::Subscribe, RuleEffect::Allow) => filter_covers(&filter, topic_or_filter),
+        if access == TopicAccess::Publish {
+            return matches(&filter, topic_or_filter);
+        }
+        match (self.effect, self.subscribe_match) {
+            (RuleEffect::Deny, SubscribeMatch::Overlap) => {
+                filters_overlap(&filter, topic_or_filter)
+            }
+            (RuleEffect::Deny, SubscribeMatch::Cover) | (RuleEffect::Allow, _) => {
+                filter_covers(&filter, topic_or_filter)
+            }
         }
     }
 

@@ -32,7 +32,9 @@ mod signature;
 mod topic;
 mod username;
 
-pub use access_rule::{AccessRule, AccessRuleError, DenyReason, PermitAction, RuleEffect};
+pub use access_rule::{
+    AccessRule, AccessRuleError, DenyReason, PermitAction, RuleEffect, SubscribeMatch,
+};
 pub use client_id::{
     CLIENT_ID_SEPARATOR, ClientId, MAX_CLIENT_ID_LEN, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN,
     parse_client_id,

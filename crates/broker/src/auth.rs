@@ -17,9 +17,19 @@ pub trait Authenticator: Send + Sync + 'static {
     /// older clients.
     fn authenticate(&self, connect: &Connect, peer: SocketAddr) -> Result<Identity, ReasonCode>;
 
-    /// Reports whether `identity` may publish to the topic name or subscribe to the topic
-    /// filter `topic_or_filter`.
-    fn authorize(&self, identity: &Identity, access: Access, topic_or_filter: &str) -> bool;
+    /// Checks whether `identity` may publish to the topic name or subscribe to the topic filter
+    /// `topic_or_filter`.
+    ///
+    /// An error is the MQTT 5.0 reason code to refuse with, normally
+    /// [`ReasonCode::NOT_AUTHORIZED`]; a server that withholds the cause uses
+    /// [`ReasonCode::UNSPECIFIED_ERROR`]. A 3.1.1 SUBACK carries 0x80 for either, and a refused
+    /// 3.x PUBLISH closes the connection.
+    fn authorize(
+        &self,
+        identity: &Identity,
+        access: Access,
+        topic_or_filter: &str,
+    ) -> Result<(), ReasonCode>;
 }
 
 /// The operation that [`Authenticator::authorize`] checks.
@@ -31,9 +41,26 @@ pub enum Access {
     Subscribe,
 }
 
-/// The authenticated principal behind a connection, opaque to the broker and logged with it.
+/// The authenticated client behind a connection, logged with it and passed to
+/// [`Authenticator::authorize`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Identity {
     /// Principal name, such as an AccessKey id or a custom-auth user name; never a secret.
     pub principal: String,
+    /// The client id. The broker replaces it with the negotiated one, which it assigns when
+    /// the CONNECT had none, before the first `authorize` call.
+    pub client_id: String,
+    /// The username of the CONNECT, if it had one.
+    pub username: Option<String>,
+}
+
+impl Identity {
+    /// Creates the identity of `principal` for the client id and username of `connect`.
+    pub fn of_connect(principal: impl Into<String>, connect: &Connect) -> Identity {
+        Identity {
+            principal: principal.into(),
+            client_id: connect.client_id.to_string(),
+            username: connect.username.as_ref().map(ToString::to_string),
+        }
+    }
 }

@@ -27,14 +27,12 @@ const WAIT: Duration = Duration::from_secs(5);
 struct AllowAll;
 
 impl Authenticator for AllowAll {
-    fn authenticate(&self, _connect: &Connect, _peer: SocketAddr) -> Result<Identity, ReasonCode> {
-        Ok(Identity {
-            principal: "test".to_owned(),
-        })
+    fn authenticate(&self, connect: &Connect, _peer: SocketAddr) -> Result<Identity, ReasonCode> {
+        Ok(Identity::of_connect("test", connect))
     }
 
-    fn authorize(&self, _identity: &Identity, _access: Access, _topic: &str) -> bool {
-        true
+    fn authorize(&self, _: &Identity, _: Access, _: &str) -> Result<(), ReasonCode> {
+        Ok(())
     }
 }
 

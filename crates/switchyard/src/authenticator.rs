@@ -56,9 +56,7 @@ impl Authenticator for PolicyAuthenticator {
         let password = connect.password.as_deref();
         let policy = self.policy();
         match policy.check_connect(&connect.client_id, username, password) {
-            Ok(identity) => Ok(Identity {
-                principal: identity.principal,
-            }),
+            Ok(identity) => Ok(Identity::of_connect(identity.principal, connect)),
             Err(err) => {
                 info!(
                     instance = %policy.instance_id,
@@ -73,23 +71,29 @@ impl Authenticator for PolicyAuthenticator {
         }
     }
 
-    fn authorize(&self, identity: &Identity, access: Access, topic_or_filter: &str) -> bool {
+    fn authorize(
+        &self,
+        identity: &Identity,
+        access: Access,
+        topic_or_filter: &str,
+    ) -> Result<(), ReasonCode> {
         let access = match access {
             Access::Publish => TopicAccess::Publish,
             Access::Subscribe => TopicAccess::Subscribe,
         };
-        // Only the principal reaches the broker; the topic rule does not depend on the rest.
+        // The login mode does not reach the broker, and the topic rules do not depend on it.
         let identity = switchyard_auth::Identity {
             principal: identity.principal.clone(),
-            client_id: String::new(),
+            client_id: identity.client_id.clone(),
+            username: identity.username.clone(),
             mode: None,
         };
         let policy = self.policy();
         match policy.check_topic(&identity, topic_or_filter, access) {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(err) => {
                 debug!(instance = %policy.instance_id, "Rejected topic: {}", err.detail);
-                false
+                Err(ReasonCode(err.reason_code()))
             }
         }
     }

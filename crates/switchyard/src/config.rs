@@ -12,6 +12,10 @@ use switchyard_dr::Edition;
 use switchyard_store::Durability;
 use switchyard_transport::Transport;
 
+mod access_rules;
+
+pub use access_rules::AccessRuleConfig;
+
 /// A whole deployment, as read from `switchyard serve --config FILE`.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +252,9 @@ pub struct InstanceConfig {
     /// QoS 1 and 2 messages queued per offline or slow session before the oldest is dropped.
     #[serde(default = "default_max_queued_messages")]
     pub max_queued_messages: usize,
+    /// Topic access rules in order; the first that applies to a PUBLISH or SUBSCRIBE decides.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_rules: Vec<AccessRuleConfig>,
     /// Broker limits left unset keep the broker's defaults, listed in docs/configuration.md.
     #[serde(flatten)]
     pub limits: InstanceLimits,
@@ -564,6 +571,15 @@ impl Config {
                     "instance {:?}: max_queued_messages must be at least 1",
                     instance.id
                 ));
+            }
+            for (index, rule) in instance.access_rules.iter().enumerate() {
+                if let Err(error) = rule.to_rule() {
+                    return invalid(format!(
+                        "instance {:?}: access rule {} (access_rules[{index}]): {error}",
+                        instance.id,
+                        index + 1,
+                    ));
+                }
             }
             if let Some(message) = instance.limits.invalid_value() {
                 return invalid(format!("instance {:?}: {message}", instance.id));
@@ -975,6 +991,96 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
         ];
         for (text, expected) in cases {
             let message = error_of(&text);
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in: {message}"
+            );
+        }
+    }
+
+    /// Appends `rules` (TOML array-of-tables text) to the first instance.
+    fn with_access_rules(rules: &str) -> String {
+        VALID.replacen(
+            "region = \"cn-hangzhou\"",
+            &format!("region = \"cn-hangzhou\"\naccess_rules = [{rules}]"),
+            1,
+        )
+    }
+
+    #[test]
+    fn access_rules_load_in_order() {
+        let text = with_access_rules(
+            r#"
+  { effect = "DENY", permit_action = "SUB", topic = "test/nosubscribe", reason_code = "unspecified_error" },
+  { effect = "ALLOW", permit_action = "PUB_SUB", topic = "devices/%c/#", client_id = "GID_demo@@@*" },
+  { effect = "DENY", permit_action = "PUB", topic = "users/%u/#", username = "Signature|*" },
+"#,
+        );
+        let config = load(&text).expect("valid access rules");
+        let rules = &config.instances[0].access_rules;
+        assert_eq!(rules.len(), 3);
+        let built: Vec<String> = rules
+            .iter()
+            .map(|rule| rule.to_rule().expect("valid rule").to_string())
+            .collect();
+        assert_eq!(
+            built,
+            [
+                "DENY SUB \"test/nosubscribe\"",
+                "ALLOW PUB_SUB \"devices/%c/#\"",
+                "DENY PUB \"users/%u/#\"",
+            ]
+        );
+        assert!(load(VALID).unwrap().instances[0].access_rules.is_empty());
+    }
+
+    #[test]
+    fn invalid_access_rules_are_named() {
+        let cases = [
+            (
+                r#"{ effect = "DENY", permit_action = "SUB", topic = "a/#/b" }"#,
+                "instance \"mqtt-cn-hz01\": access rule 1 (access_rules[0]): topic \"a/#/b\" is \
+                 not a valid topic filter",
+            ),
+            (
+                r#"{ effect = "DENY", permit_action = "SUB", topic = "a/%x" }"#,
+                "unknown placeholder",
+            ),
+            (
+                r#"{ effect = "ALLOW", permit_action = "SUB", topic = "a", reason_code = "unspecified_error" }"#,
+                "an ALLOW rule refuses nothing",
+            ),
+            (
+                r#"{ effect = "ALLOW", permit_action = "SUB", topic = "a", subscribe_match = "cover" }"#,
+                "takes no subscribe match",
+            ),
+            (
+                r#"{ effect = "DENY", permit_action = "SUB", topic = "a", subscribe_match = "exact" }"#,
+                "unknown variant `exact`, expected `overlap` or `cover`",
+            ),
+            (
+                r#"{ effect = "DENY", permit_action = "SUB", topic = "a", client_id = "" }"#,
+                "client selector client_id is empty",
+            ),
+            (
+                r#"{ effect = "allow", permit_action = "SUB", topic = "a" }"#,
+                "unknown variant `allow`, expected `ALLOW` or `DENY`",
+            ),
+            (
+                r#"{ effect = "DENY", permit_action = "PUBSUB", topic = "a" }"#,
+                "unknown variant `PUBSUB`",
+            ),
+            (
+                r#"{ effect = "DENY", permit_action = "SUB", topic = "a", reason = 1 }"#,
+                "unknown field `reason`",
+            ),
+            (
+                r#"{ effect = "DENY", permit_action = "SUB", topic = "a", reason_code = "0x80" }"#,
+                "unknown variant `0x80`",
+            ),
+        ];
+        for (rule, expected) in cases {
+            let message = error_of(&with_access_rules(rule));
             assert!(
                 message.contains(expected),
                 "expected {expected:?} in: {message}"

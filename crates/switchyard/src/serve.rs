@@ -27,7 +27,8 @@ use tracing::{info, warn};
 
 use crate::authenticator::PolicyAuthenticator;
 use crate::config::{
-    AccountConfig, Config, EffectConfig, GroupConfig, InstanceConfig, ListenerConfig,
+    AccessRuleConfig, AccountConfig, Config, EffectConfig, GroupConfig, InstanceConfig,
+    ListenerConfig,
 };
 use crate::group_ids::{GroupIdInstance, GroupIdService};
 
@@ -154,6 +155,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
         policy.allow_anonymous = instance_config.allow_anonymous;
         policy.require_registered_group_ids = instance_config.require_registered_group_ids;
         policy.require_registered_parent_topics = instance_config.require_registered_parent_topics;
+        policy.access_rules = instance_config
+            .access_rules
+            .iter()
+            .map(AccessRuleConfig::to_rule)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("invalid access rule of instance {}", instance_config.id))?;
 
         let mut settings = InstanceSettings::new(instance_config.id.clone());
         settings.max_packet_size = instance_config.max_packet_size;

@@ -46,6 +46,42 @@ fn deny_subscribe_refuses_overlapping_filters() {
 }
 
 #[test]
+fn cover_match_refuses_only_covered_filters() {
+    let rules = [
+        rule(
+            RuleEffect::Deny,
+            PermitAction::Subscribe,
+            "test/nosubscribe",
+        )
+        .with_subscribe_match(SubscribeMatch::Cover)
+        .unwrap(),
+        rule(RuleEffect::Deny, PermitAction::Subscribe, "private/#")
+            .with_subscribe_match(SubscribeMatch::Cover)
+            .unwrap(),
+    ];
+    assert_eq!(decide(&rules, SUB, "test/nosubscribe"), DENIED);
+    for filter in ["private/#", "private/a/+", "private"] {
+        assert!(
+            matches!(
+                decide(&rules, SUB, filter),
+                Some(RuleDecision::Deny { rule: 1, .. })
+            ),
+            "{filter}"
+        );
+    }
+    // Wider filters are left to later rules and the other checks.
+    for filter in ["test/+", "+/+", "#", "+/a"] {
+        assert_eq!(decide(&rules, SUB, filter), None, "{filter}");
+    }
+
+    let allow = rule(RuleEffect::Allow, PermitAction::Subscribe, "a");
+    assert_eq!(
+        allow.with_subscribe_match(SubscribeMatch::Cover),
+        Err(AccessRuleError::SubscribeMatchOnAllow)
+    );
+}
+
+#[test]
 fn deny_subscribe_leaves_publish_alone() {
     let rules = [rule(
         RuleEffect::Deny,

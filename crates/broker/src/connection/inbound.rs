@@ -96,16 +96,15 @@ impl Connection {
             Access::Publish,
             &publish.topic,
         );
-        if !authorized {
+        if let Err(reason) = authorized {
             debug!(
                 topic = %publish.topic,
                 principal = %self.identity.principal,
+                ?reason,
                 "PUBLISH not authorized"
             );
             let detail = format!("not authorized to publish to {}", publish.topic);
-            return self
-                .reject_publish(&publish, ReasonCode::NOT_AUTHORIZED, detail)
-                .await;
+            return self.reject_publish(&publish, reason, detail).await;
         }
 
         // The publisher's own store writes (its inbound QoS 2 packet id) commit with the
@@ -362,10 +361,15 @@ impl Connection {
         let shared = parse_shared_subscription(filter).ok().flatten();
         let topics = shared.map_or(filter, |shared| shared.filter);
         let auth = self.instance.authenticator();
-        if !auth.authorize(&self.identity, Access::Subscribe, topics) {
-            debug!(filter, principal = %self.identity.principal, "SUBSCRIBE not authorized");
+        if let Err(reason) = auth.authorize(&self.identity, Access::Subscribe, topics) {
+            debug!(
+                filter,
+                principal = %self.identity.principal,
+                ?reason,
+                "SUBSCRIBE not authorized"
+            );
             let problem = "is not authorized".to_owned();
-            return Ok(Subscribed::Refused(ReasonCode::NOT_AUTHORIZED, problem));
+            return Ok(Subscribed::Refused(reason, problem));
         }
         let subscriber = Subscriber {
             options,

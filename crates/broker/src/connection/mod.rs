@@ -259,17 +259,27 @@ async fn admit<S: AsyncWrite + Unpin>(
         return None;
     }
     let auth = instance.authenticator();
-    let identity = match auth.authenticate(connect, peer) {
+    let mut identity = match auth.authenticate(connect, peer) {
         Ok(identity) => identity,
         Err(reason) => {
             refuse(stream, connect, reason).await;
             return None;
         }
     };
+    let negotiated = match negotiate(connect, instance.settings(), || instance.assign_client_id()) {
+        Ok(negotiated) => negotiated,
+        Err(reason) => {
+            refuse(stream, connect, reason).await;
+            return None;
+        }
+    };
+    // Access rules may name the client id, so they see the assigned one.
+    identity.client_id = negotiated.client_id.as_str().to_owned();
+
     // The will is published under the client's name later, so its topic is authorized now,
     // like a PUBLISH.
     if let Some(will) = &connect.will
-        && !auth.authorize(&identity, Access::Publish, &will.topic)
+        && let Err(reason) = auth.authorize(&identity, Access::Publish, &will.topic)
     {
         info!(
             client_id = %connect.client_id,
@@ -277,7 +287,7 @@ async fn admit<S: AsyncWrite + Unpin>(
             principal = %identity.principal,
             "Will topic not authorized"
         );
-        refuse(stream, connect, ReasonCode::NOT_AUTHORIZED).await;
+        refuse(stream, connect, reason).await;
         return None;
     }
     if let Some(will) = &connect.will
@@ -287,13 +297,7 @@ async fn admit<S: AsyncWrite + Unpin>(
         refuse(stream, connect, ReasonCode::TOPIC_NAME_INVALID).await;
         return None;
     }
-    match negotiate(connect, instance.settings(), || instance.assign_client_id()) {
-        Ok(negotiated) => Some((identity, negotiated)),
-        Err(reason) => {
-            refuse(stream, connect, reason).await;
-            None
-        }
-    }
+    Some((identity, negotiated))
 }
 
 /// Asks `handover` for the session of a persistent-session CONNECT whose client this instance
@@ -510,6 +514,7 @@ impl Connection {
 // === impl Close ===
 
 impl Close {
+
     /// Builds the DISCONNECT that a 5.0 client is sent, or `None` when the client ended the
     /// connection itself. It carries the Server Reference of a redirection, and a Reason String
     /// for violations and keep-alive expiry, which MQTT 5.0 allows on DISCONNECT regardless of

@@ -31,11 +31,19 @@ impl Authenticator for AllowAll {
             .as_deref()
             .unwrap_or("anonymous")
             .to_owned();
-        Ok(Identity { principal })
+        Ok(Identity::of_connect(principal, connect))
     }
 
-    fn authorize(&self, _identity: &Identity, _access: Access, topic_or_filter: &str) -> bool {
-        !topic_or_filter.starts_with("forbidden/")
+    fn authorize(
+        &self,
+        _identity: &Identity,
+        _access: Access,
+        topic_or_filter: &str,
+    ) -> Result<(), ReasonCode> {
+        if topic_or_filter.starts_with("forbidden/") {
+            return Err(ReasonCode::NOT_AUTHORIZED);
+        }
+        Ok(())
     }
 }
 
@@ -47,8 +55,8 @@ impl Authenticator for RejectAll {
         Err(ReasonCode::BAD_USER_NAME_OR_PASSWORD)
     }
 
-    fn authorize(&self, _identity: &Identity, _access: Access, _topic: &str) -> bool {
-        false
+    fn authorize(&self, _: &Identity, _: Access, _: &str) -> Result<(), ReasonCode> {
+        Err(ReasonCode::NOT_AUTHORIZED)
     }
 }
 
