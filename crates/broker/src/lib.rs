@@ -17,6 +17,8 @@
 //!   instance through a [`SessionHandover`].
 //! - `listener`: [`Instance::serve`], the accept loop of a region listener.
 //! - `handshake`: [`read_connect`] and [`write_connack_refusal`], shared with the DR endpoint.
+//! - `linger`: [`linger_close`], which keeps reading for a bounded time after the server's last
+//!   packet so that a client still writing can read it.
 //! - `negotiate`: the server's decisions on a CONNECT (client id, keep-alive, session expiry,
 //!   windows) and the CONNACK properties that announce them.
 //! - `connection`: the driver of one connection: the reader that handles each packet type
@@ -42,6 +44,7 @@ mod connection;
 mod handshake;
 mod ids;
 mod instance;
+mod linger;
 mod listener;
 mod message;
 mod negotiate;
@@ -59,4 +62,5 @@ pub use auth::{Access, Authenticator, Identity};
 pub use connection::{ConnectionHandle, Origin};
 pub use handshake::{ReadConnectError, read_connect, write_connack_refusal};
 pub use instance::{DetachedSession, Instance, SessionHandover};
+pub use linger::linger_close;
 pub use settings::InstanceSettings;

@@ -15,6 +15,7 @@ use tracing::{debug, error, info};
 use crate::connection::Origin;
 use crate::handshake::{read_connect, write_connack_refusal};
 use crate::instance::Instance;
+use crate::linger::linger_close;
 
 /// First pause after an accept error that is not about one connection; it doubles on each
 /// further error up to [`MAX_ACCEPT_BACKOFF`].
@@ -135,7 +136,9 @@ where
             debug!(instance = %instance.id(), %peer, error = %err, "Rejected unreadable CONNECT");
             if let Some((version, reason)) = err.refusal() {
                 let write = write_connack_refusal(&mut stream, version, reason);
-                let _ = tokio::time::timeout(settings.connect_timeout, write).await;
+                if let Ok(Ok(())) = tokio::time::timeout(settings.connect_timeout, write).await {
+                    linger_close(&mut stream).await;
+                }
             }
         }
     }

@@ -7,7 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_broker::{Origin, ReadConnectError, read_connect, write_connack_refusal};
+use switchyard_broker::{
+    Origin, ReadConnectError, linger_close, read_connect, write_connack_refusal,
+};
 use switchyard_codec::ReasonCode;
 use switchyard_transport::{AcceptedStream, TransportAcceptor};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -127,7 +129,12 @@ where
             "No member can take the device; answering server unavailable"
         );
         let refusal = ReasonCode::SERVER_UNAVAILABLE;
-        let _ = write_connack_refusal(&mut stream, connect.protocol, refusal).await;
+        if write_connack_refusal(&mut stream, connect.protocol, refusal)
+            .await
+            .is_ok()
+        {
+            linger_close(&mut stream).await;
+        }
         return;
     };
 
@@ -157,7 +164,7 @@ where
 
 /// Answers a CONNECT that could not be read: with a CONNACK where the protocol version is known
 /// and the error has a reason to send, otherwise by closing.
-async fn reject_unreadable_connect<S: AsyncWrite + Unpin>(
+async fn reject_unreadable_connect<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     peer: SocketAddr,
     group: &Group,
@@ -165,7 +172,9 @@ async fn reject_unreadable_connect<S: AsyncWrite + Unpin>(
 ) {
     debug!(group = %group.id(), %peer, error = %err, "Rejected connection before routing");
     if let Some((version, reason)) = err.refusal() {
-        let _ = write_connack_refusal(stream, version, reason).await;
+        if write_connack_refusal(stream, version, reason).await.is_ok() {
+            linger_close(stream).await;
+        }
     }
 }
 

@@ -209,7 +209,7 @@ async fn serve<S>(
     }
     encode_packet(&connack, version, &mut first_batch);
 
-    let (read_half, write_half) = tokio::io::split(stream);
+    let (mut read_half, write_half) = tokio::io::split(stream);
     let (outgoing, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
     let slot = Arc::clone(&opened.slot);
     let inbound_aliases = InboundAliases::new(if version.is_v5() {
@@ -236,13 +236,21 @@ async fn serve<S>(
         publish_rate,
         outgoing,
     };
-    let close = connection.read_loop(read_half, buffered, &mut writer).await;
+    let close = connection
+        .read_loop(&mut read_half, buffered, &mut writer)
+        .await;
+    let drain = close.server_initiated();
     connection.finish(close, writer).await;
+    // The writer shut down the write side after the last packet. The session is already
+    // detached, so the drain delays nothing but the socket's close.
+    if drain {
+        crate::linger::drain_input(&mut read_half).await;
+    }
 }
 
 /// Checks that the instance takes connections, then authenticates and negotiates the CONNECT.
 /// Returns `None` after sending the CONNACK that rejects the CONNECT.
-async fn admit<S: AsyncWrite + Unpin>(
+async fn admit<S: AsyncRead + AsyncWrite + Unpin>(
     instance: &Instance,
     stream: &mut S,
     connect: &Connect,
@@ -326,20 +334,25 @@ async fn take_handed_over(
 }
 
 /// Logs the rejection of `connect` and sends the CONNACK with `reason`.
-async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, connect: &Connect, reason: ReasonCode) {
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    connect: &Connect,
+    reason: ReasonCode,
+) {
     info!(client_id = %connect.client_id, ?reason, "Rejected connection");
     write_refusal(stream, connect, reason).await;
 }
 
-/// Sends the CONNACK that rejects `connect` with `reason`, within [`CLOSE_TIMEOUT`].
-async fn write_refusal<S: AsyncWrite + Unpin>(
+/// Sends the CONNACK that rejects `connect` with `reason`, within [`CLOSE_TIMEOUT`], and
+/// closes with a linger so that a client still writing can read it.
+async fn write_refusal<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     connect: &Connect,
     reason: ReasonCode,
 ) {
     let write = write_connack_refusal(stream, connect.protocol, reason);
     match tokio::time::timeout(CLOSE_TIMEOUT, write).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => crate::linger::linger_close(stream).await,
         Ok(Err(error)) => debug!(%error, "Failed to send CONNACK refusal"),
         Err(_elapsed) => debug!("Timed out sending CONNACK refusal"),
     }
@@ -370,7 +383,7 @@ impl Connection {
     /// after the CONNECT.
     async fn read_loop<R: AsyncRead + Unpin>(
         &mut self,
-        mut reader: R,
+        reader: &mut R,
         mut buf: BytesMut,
         writer: &mut JoinHandle<io::Result<()>>,
     ) -> Close {
@@ -514,6 +527,21 @@ impl Connection {
 // === impl Close ===
 
 impl Close {
+    /// Reports whether the server ended the connection while the client may still be writing,
+    /// so that the socket lingers after the last packet. A client that closed, sent
+    /// DISCONNECT or can no longer be written to gets no linger.
+    fn server_initiated(&self) -> bool {
+        match self {
+            Close::KeepAliveExpired
+            | Close::Violation { .. }
+            | Close::Requested(_)
+            | Close::SessionLost => true,
+            Close::Disconnected(_)
+            | Close::PeerClosed
+            | Close::ReadFailed(_)
+            | Close::WriterStopped => false,
+        }
+    }
 
     /// Builds the DISCONNECT that a 5.0 client is sent, or `None` when the client ended the
     /// connection itself. It carries the Server Reference of a redirection, and a Reason String
