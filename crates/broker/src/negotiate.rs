@@ -38,6 +38,9 @@ pub(crate) struct Negotiated {
     pub(crate) response_information: Option<String>,
 }
 
+/// Longest client identifier of MQTT 3.1, in characters.
+const MQTT31_MAX_CLIENT_ID_CHARS: usize = 23;
+
 /// Decides how to serve `connect`, or returns the CONNACK reason code that rejects it.
 ///
 /// `assign_client_id` is called for an empty client identifier that the server may replace.
@@ -55,11 +58,18 @@ pub(crate) fn negotiate(
         return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
     }
 
+    // MQTT 3.1 (section 3.1, CONNECT payload) allows 1 to 23 characters and answers anything
+    // else with return code 2, which 0x85 becomes. 3.1 has no assigned ids.
+    if connect.protocol == ProtocolVersion::V3_1
+        && settings.strict_mqtt31_client_ids
+        && !(1..=MQTT31_MAX_CLIENT_ID_CHARS).contains(&connect.client_id.chars().count())
+    {
+        return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+    }
+
     // An empty client identifier with a persistent session is rejected in 3.x with return code
     // 2 [MQTT-3.1.3-8 in 3.1.1]; otherwise the server assigns one [MQTT-3.1.3-6 in 3.1.1,
     // MQTT-3.1.3-6 in 5.0].
-    // NOTE: MQTT 3.1 requires 1 to 23 characters. A 3.1 client is treated like a 3.1.1 one
-    // here, so an empty id with clean session 1 gets an assigned id and longer ids are accepted.
     let assigned_client_id = connect.client_id.is_empty();
     if assigned_client_id && !v5 && !connect.clean_start {
         return Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
@@ -470,5 +480,33 @@ mod tests {
         request.client_id = "odd+id".into();
         let negotiated = negotiate(&request, &with_prefix, assign).expect("accepted");
         assert_eq!(negotiated.response_information, None);
+    }
+
+    #[test]
+    fn mqtt31_client_ids_follow_the_31_limit() {
+        let strict = InstanceSettings::new("mqtt-test");
+        let assign = || "assigned".to_owned();
+        let v31 = |client_id: &str| connect(ProtocolVersion::V3_1, client_id, true);
+        let max = "a".repeat(23);
+        assert!(negotiate(&v31(&max), &strict, assign).is_ok());
+        // 23 characters of two bytes each are still 23 characters.
+        assert!(negotiate(&v31(&"é".repeat(23)), &strict, assign).is_ok());
+        for client_id in ["", &"a".repeat(24), "GID_demo@@@device-0000001"] {
+            assert_eq!(
+                negotiate(&v31(client_id), &strict, assign),
+                Err(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID),
+                "{client_id:?}"
+            );
+        }
+        // 3.1.1 keeps its own rules.
+        let v311 = connect(ProtocolVersion::V3_1_1, &"a".repeat(24), true);
+        assert!(negotiate(&v311, &strict, assign).is_ok());
+
+        let mut lenient = InstanceSettings::new("mqtt-test");
+        lenient.strict_mqtt31_client_ids = false;
+        let long = v31("GID_demo@@@device-0000001");
+        assert!(negotiate(&long, &lenient, assign).is_ok());
+        let empty = negotiate(&v31(""), &lenient, assign).expect("assigned id");
+        assert_eq!(empty.client_id.as_str(), "assigned");
     }
 }

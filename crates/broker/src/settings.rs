@@ -75,6 +75,13 @@ pub struct InstanceSettings {
     /// Identifier not valid), which MQTT 3.1.1 clients receive as return code 2. Default 128
     /// bytes; ApsaraMQ for MQTT allows 64 characters.
     pub max_client_id_length: u16,
+    /// Whether MQTT 3.1 (protocol level 3) client identifiers follow the 3.1 specification:
+    /// 1 to 23 characters, and CONNACK return code 2 (Identifier Rejected) otherwise, an empty
+    /// one included, because 3.1 servers assign no ids. Default true. When false, a 3.1 client
+    /// is treated like a 3.1.1 one: ids up to `max_client_id_length`, such as ApsaraMQ's
+    /// `GroupId@@@DeviceId` ids of up to 64 characters, and an assigned id for an empty one
+    /// with Clean Session 1.
+    pub strict_mqtt31_client_ids: bool,
     /// Maximum number of subscriptions of one session, where a shared subscription counts as
     /// one. Replacing
     /// an existing subscription always works. A SUBSCRIBE beyond the limit gets SUBACK 0x97
@@ -119,6 +126,7 @@ impl InstanceSettings {
             max_topic_length: u16::MAX,
             max_topic_levels: 128,
             max_client_id_length: 128,
+            strict_mqtt31_client_ids: true,
             max_subscriptions_per_client: 100,
             max_connections: 100_000,
             max_connection_rate: 1_000,
@@ -173,6 +181,7 @@ mod tests {
         assert_eq!(settings.max_topic_length, 65_535);
         assert_eq!(settings.max_topic_levels, 128);
         assert_eq!(settings.max_client_id_length, 128);
+        assert!(settings.strict_mqtt31_client_ids);
         assert_eq!(settings.max_subscriptions_per_client, 100);
         assert_eq!(settings.max_connections, 100_000);
         assert_eq!(settings.max_connection_rate, 1_000);

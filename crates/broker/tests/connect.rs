@@ -32,6 +32,35 @@ async fn v31_connect_is_accepted() {
 }
 
 #[tokio::test]
+async fn v31_client_id_over_23_chars_is_rejected() {
+    let broker = TestBroker::start().await;
+    for client_id in ["", "GID_demo@@@device-0000001"] {
+        let connect = connect_packet(ProtocolVersion::V3_1, client_id, true);
+        let (mut client, connack) = RawClient::connect(broker.addr, connect).await;
+        // 3.1 return code 2 (Identifier Rejected) decodes back to 0x85.
+        assert_eq!(
+            connack.reason,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            "{client_id:?}"
+        );
+        assert!(client.expect_closed().await.is_empty(), "{client_id:?}");
+    }
+    let connect = connect_packet(ProtocolVersion::V3_1, &"c".repeat(23), true);
+    RawClient::connect_ok(broker.addr, connect).await;
+}
+
+#[tokio::test]
+async fn v31_long_client_id_is_accepted_when_not_strict() {
+    let mut settings = InstanceSettings::new("mqtt-test");
+    settings.strict_mqtt31_client_ids = false;
+    let broker = TestBroker::start_with(settings, Arc::new(common::AllowAll)).await;
+    let connect = connect_packet(ProtocolVersion::V3_1, "GID_demo@@@device-0000001", true);
+    let (mut client, _) = RawClient::connect_ok(broker.addr, connect).await;
+    client.ping().await;
+    assert!(broker.instance.is_connected("GID_demo@@@device-0000001"));
+}
+
+#[tokio::test]
 async fn v5_connack_announces_limits() {
     let broker = TestBroker::start().await;
     let connect = connect_packet(ProtocolVersion::V5, "c5", true);

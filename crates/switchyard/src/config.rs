@@ -289,6 +289,8 @@ pub struct InstanceLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_client_id_length: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strict_mqtt31_client_ids: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_subscriptions_per_client: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_connections: Option<usize>,

@@ -500,6 +500,10 @@ fn apply_limits(settings: &mut InstanceSettings, limits: &crate::config::Instanc
         &limits.max_client_id_length,
     );
     set(
+        &mut settings.strict_mqtt31_client_ids,
+        &limits.strict_mqtt31_client_ids,
+    );
+    set(
         &mut settings.max_subscriptions_per_client,
         &limits.max_subscriptions_per_client,
     );
