@@ -302,3 +302,91 @@ async fn secure_websocket_reaches_tcp_subscriber() {
     publish(&mut subscriber, "sensors/back", b"to wss").await;
     expect_publish(&mut publisher, "sensors/back", b"to wss").await;
 }
+
+/// Junk the lingering-close tests write after the packet that makes the server close: one
+/// chunk with that packet, then [`FLOOD_STEPS`] more, 24 KiB in all, below the server's 64 KiB
+/// drain limit.
+const FLOOD_CHUNK: usize = 2048;
+const FLOOD_STEPS: usize = 12;
+
+#[tokio::test]
+async fn tls_client_flooding_after_disconnect_reads_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let pki = TestPki::generate();
+    let broker = broker(vec![TransportAcceptor::tls(pki.server_config(false))]).await;
+    let tls = pki
+        .connect_tls(broker.addrs[0], false)
+        .await
+        .expect("TLS connect");
+    let mut client = connect_ok(tls, "GID_t@@@tls-flood").await;
+
+    // A second CONNECT is a protocol error: DISCONNECT 0x82, close_notify, then the close.
+    let connect = Packet::Connect(Box::new(connect_packet(V5, "GID_t@@@tls-flood", true)));
+    let mut first = encode_packets(&[connect], V5).to_vec();
+    first.extend_from_slice(&[0xC0; FLOOD_CHUNK]);
+    let mut failed_writes = 0;
+    if client.stream.write_all(&first).await.is_err() {
+        failed_writes += 1;
+    }
+    for _ in 0..FLOOD_STEPS {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let write = client.stream.write_all(&[0xC0; FLOOD_CHUNK]).await;
+        if write.and(client.stream.flush().await).is_err() {
+            failed_writes += 1;
+        }
+    }
+    let mut received = Vec::new();
+    let read = tokio::time::timeout(WAIT, client.stream.read_to_end(&mut received)).await;
+    assert!(matches!(read, Ok(Ok(_))), "read failed: {read:?}");
+    assert_eq!(failed_writes, 0, "the server reset the connection");
+    assert_eq!(
+        received.first(),
+        Some(&0xE0),
+        "DISCONNECT, got {received:02x?}"
+    );
+    assert_eq!(
+        received.get(2),
+        Some(&0x82),
+        "reason code, got {received:02x?}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_client_flooding_after_disconnect_reads_it() {
+    let broker = broker(vec![TransportAcceptor::websocket(None)]).await;
+    let mut ws = open_websocket(broker.addrs[0]).await;
+    let connect = Packet::Connect(Box::new(connect_packet(V5, "GID_t@@@ws-flood", true)));
+    let frame = encode_packets(std::slice::from_ref(&connect), V5).freeze();
+    ws.send(Message::Binary(frame)).await.expect("send CONNECT");
+    let connack = next_binary(&mut ws).await.expect("CONNACK");
+    assert_eq!(connack.first(), Some(&0x20), "CONNACK, got {connack:02x?}");
+
+    // A second CONNECT is a protocol error: DISCONNECT 0x82, a Close frame, then the close.
+    let mut first = encode_packets(&[connect], V5).to_vec();
+    first.extend_from_slice(&[0xC0; FLOOD_CHUNK]);
+    let mut failed_writes = 0;
+    if ws.send(Message::Binary(first.into())).await.is_err() {
+        failed_writes += 1;
+    }
+    for _ in 0..FLOOD_STEPS {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let junk = Bytes::from_static(&[0xC0; FLOOD_CHUNK]);
+        if ws.send(Message::Binary(junk)).await.is_err() {
+            failed_writes += 1;
+        }
+    }
+    let disconnect = next_binary(&mut ws).await.expect("DISCONNECT");
+    assert_eq!(failed_writes, 0, "the server reset the connection");
+    assert_eq!(
+        disconnect.first(),
+        Some(&0xE0),
+        "DISCONNECT, got {disconnect:02x?}"
+    );
+    assert_eq!(
+        disconnect.get(2),
+        Some(&0x82),
+        "reason code, got {disconnect:02x?}"
+    );
+    assert_eq!(next_binary(&mut ws).await, None, "the server closed");
+}

@@ -171,10 +171,10 @@ async fn reject_unreadable_connect<S: AsyncRead + AsyncWrite + Unpin>(
     err: ReadConnectError,
 ) {
     debug!(group = %group.id(), %peer, error = %err, "Rejected connection before routing");
-    if let Some((version, reason)) = err.refusal() {
-        if write_connack_refusal(stream, version, reason).await.is_ok() {
-            linger_close(stream).await;
-        }
+    if let Some((version, reason)) = err.refusal()
+        && write_connack_refusal(stream, version, reason).await.is_ok()
+    {
+        linger_close(stream).await;
     }
 }
 
