@@ -6,9 +6,9 @@
 //! when its client selectors match and:
 //!
 //! - for a PUBLISH, its filter matches the topic name;
-//! - for a SUBSCRIBE, a DENY rule's filter overlaps the requested filter (a subscriber of the
-//!   requested filter could receive a topic the rule denies), and an ALLOW rule's filter covers
-//!   the requested filter (every topic it could receive is one the rule allows). A DENY rule
+//! - for a SUBSCRIBE, a DENY rule's filter overlaps the requested filter, because a subscriber
+//!   of the requested filter could receive a topic the rule denies. An ALLOW rule's filter
+//!   covers the requested filter: every topic it could receive is one the rule allows. A DENY rule
 //!   may instead refuse only the filters it covers ([`SubscribeMatch::Cover`]), which leaves
 //!   wider filters such as `+/+` to the later rules.
 //!
@@ -78,7 +78,7 @@ impl DenyReason {
     }
 }
 
-/// Which requested SUBSCRIBE filters a DENY rule refuses.
+/// The requested SUBSCRIBE filters that a DENY rule refuses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum SubscribeMatch {
     /// Every filter that overlaps the rule's filter, so no subscription can receive a topic
@@ -140,7 +140,7 @@ pub struct AccessRule {
     subscribe_match: SubscribeMatch,
 }
 
-/// What the first applying rule decided.
+/// The decision of the first rule that applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuleDecision {
     /// An ALLOW rule applied.

@@ -38,7 +38,7 @@ impl InstanceAuthPolicy {
         match evaluate_rules(&self.access_rules, subject, access, topic_or_filter) {
             Some(RuleDecision::Allow) => return Ok(()),
             Some(RuleDecision::Deny { rule, reason }) => {
-                let shown = self.access_rules.get(rule).map(ToString::to_string);
+                let rule_text = self.access_rules.get(rule).map(ToString::to_string);
                 return Err(AuthError::new(
                     AuthErrorKind::TopicDeniedByRule(reason),
                     format!(
@@ -49,7 +49,7 @@ impl InstanceAuthPolicy {
                         quote(topic_or_filter),
                         self.instance_id,
                         rule + 1,
-                        shown.unwrap_or_default(),
+                        rule_text.unwrap_or_default(),
                     ),
                 ));
             }

@@ -2,7 +2,7 @@
 //! the socket is closed.
 //!
 //! A server that closes a TCP socket with unread input, or that receives input after closing
-//! it, makes its kernel answer with a reset. A client that is still writing (PUBREL packets
+//! it, makes its kernel send a reset. A client that is still writing (PUBREL packets
 //! for PUBRECs it has not read, say) then gets the reset before it reads the server's
 //! DISCONNECT or refusing CONNACK, although those bytes reached it: the reset discards its
 //! unread receive buffer or fails its next write. So the server first shuts down its write
@@ -17,12 +17,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Longest time a closing connection keeps reading. A client that reads the server's packet
+/// Maximum time a closing connection keeps reading. A client that reads the server's packet
 /// closes within a round trip; one second covers slow links without letting clients that never
 /// close hold the task for long.
 pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Most input a closing connection discards before it closes anyway. 64 KiB is far more than
+/// Maximum input a closing connection discards before it closes anyway. 64 KiB is far more than
 /// the acknowledgements a client has in flight when the close reaches it (a PUBREL is 4
 /// bytes), while a client that keeps flooding cannot make the server read without end.
 pub(crate) const LINGER_MAX_BYTES: usize = 64 * 1024;

@@ -38,7 +38,7 @@ pub(crate) struct Negotiated {
     pub(crate) response_information: Option<String>,
 }
 
-/// Longest client identifier of MQTT 3.1, in characters.
+/// Maximum length of an MQTT 3.1 client identifier, in characters.
 const MQTT31_MAX_CLIENT_ID_CHARS: usize = 23;
 
 /// Decides how to serve `connect`, or returns the CONNACK reason code that rejects it.
@@ -58,8 +58,8 @@ pub(crate) fn negotiate(
         return Err(ReasonCode::BAD_AUTHENTICATION_METHOD);
     }
 
-    // MQTT 3.1 (section 3.1, CONNECT payload) allows 1 to 23 characters and answers anything
-    // else with return code 2, which 0x85 becomes. 3.1 has no assigned ids.
+    // MQTT 3.1 (section 3.1, CONNECT payload) allows 1 to 23 characters and rejects any other
+    // id with return code 2, which 0x85 becomes. 3.1 has no assigned ids.
     if connect.protocol == ProtocolVersion::V3_1
         && settings.strict_mqtt31_client_ids
         && !(1..=MQTT31_MAX_CLIENT_ID_CHARS).contains(&connect.client_id.chars().count())

@@ -507,7 +507,8 @@ mod tests {
         const LEVELS: [&str; 4] = ["a", "b", "$s", ""];
 
         /// Every topic name of one to four levels over [`LEVELS`]. Filters below have at most
-        /// three levels, so a topic that tells two of them apart has at most four.
+        /// three levels before an optional `#`, so a topic that distinguishes two of them has
+        /// at most four.
         fn all_topics() -> Vec<String> {
             let mut topics: Vec<String> = LEVELS.iter().map(|level| level.to_string()).collect();
             let mut last = topics.clone();

@@ -16,9 +16,9 @@ mod common;
 
 use common::Server;
 
-/// An open instance (anonymous logins, no registration checks) whose rules deny one filter to
-/// subscribers with the default code, deny a tree with 0x80, make a tree read-only, and give
-/// each client its own `devices/<client id>/...` tree.
+/// Renders the configuration of an open instance (anonymous logins, no registration checks)
+/// whose rules deny one filter to subscribers with the default code, deny a tree with 0x80,
+/// make a tree read-only, and give each client its own `devices/<client id>/...` tree.
 fn config(data_dir: &std::path::Path) -> String {
     let data_dir = data_dir.display();
     format!(
@@ -87,8 +87,8 @@ listeners = [{{ protocol = "tcp", listen = "127.0.0.1:0" }}]
     )
 }
 
-/// The instance's own listener and the global endpoint, which sends anonymous devices to the
-/// first member, the instance with the rules.
+/// Returns the instance's own listener and the global endpoint, which sends anonymous devices to
+/// the first member, the instance with the rules.
 fn listeners(server: &Server) -> [SocketAddr; 2] {
     [
         server.endpoint("instance", "mqtt-cn-rules", "tcp"),

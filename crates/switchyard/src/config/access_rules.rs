@@ -67,7 +67,7 @@ pub enum SubscribeMatchName {
 }
 
 impl AccessRuleConfig {
-    /// Builds the rule, or says which of its values is invalid.
+    /// Builds the rule, or returns the error that names its invalid value.
     pub fn to_rule(&self) -> Result<AccessRule, AccessRuleError> {
         let effect = match self.effect {
             EffectName::Allow => RuleEffect::Allow,
