@@ -1000,7 +1000,7 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
         }
     }
 
-    /// Appends `rules` (TOML array-of-tables text) to the first instance.
+    /// Sets the first instance's `access_rules` to an inline TOML array of `rules`.
     fn with_access_rules(rules: &str) -> String {
         VALID.replacen(
             "region = \"cn-hangzhou\"",
