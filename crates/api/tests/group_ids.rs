@@ -157,16 +157,11 @@ type Case = (
 #[tokio::test]
 async fn malformed_parameters_fail_field_check() {
     let server = TestServer::start().await;
-    let cases: [Case; 7] = [
+    let cases: [Case; 6] = [
         (
             CREATE,
-            vec![("InstanceId", "mqtt-cn-aaa")],
-            "GroupId is missing",
-        ),
-        (
-            CREATE,
-            vec![("GroupId", "GID_sensors")],
-            "InstanceId is missing",
+            vec![("InstanceId", "mqtt-cn-aaa"), ("GroupId", LONG_GROUP_ID)],
+            "a Group ID at most 60",
         ),
         (
             CREATE,
@@ -203,6 +198,43 @@ async fn malformed_parameters_fail_field_check() {
         assert_error(&reply, 400, "ParameterFieldCheckFailed");
         assert!(
             reply.message().contains(needle),
+            "{action} {form:?}: {}",
+            reply.message()
+        );
+    }
+    assert_eq!(server.backend.calls(), Vec::new());
+}
+
+/// 61 characters: a valid Group ID by the cloud's documented 64, but no client id
+/// `GroupId@@@DeviceId` of at most 64 characters has room for it.
+const LONG_GROUP_ID: &str = "GID_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+#[tokio::test]
+async fn absent_parameters_are_missing() {
+    let server = TestServer::start().await;
+    let cases = [
+        (
+            CREATE,
+            vec![("InstanceId", "mqtt-cn-aaa")],
+            "MissingGroupId",
+        ),
+        (
+            DELETE,
+            vec![("InstanceId", "mqtt-cn-aaa")],
+            "MissingGroupId",
+        ),
+        (
+            CREATE,
+            vec![("GroupId", "GID_sensors")],
+            "MissingInstanceId",
+        ),
+        (LIST, vec![], "MissingInstanceId"),
+    ];
+    for (action, form, code) in cases {
+        let reply = server.send(&server.acs3(&root_key(), action, &form)).await;
+        assert_error(&reply, 400, code);
+        assert!(
+            reply.message().contains("is mandatory for this action."),
             "{action} {form:?}: {}",
             reply.message()
         );

@@ -37,7 +37,7 @@ pub use access_rule::{
 };
 pub use client_id::{
     CLIENT_ID_SEPARATOR, ClientId, MAX_CLIENT_ID_LEN, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN,
-    parse_client_id,
+    check_group_id, parse_client_id,
 };
 pub use error::{AuthError, AuthErrorKind};
 pub use policy::{

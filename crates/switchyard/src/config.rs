@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard_auth::{CLIENT_ID_SEPARATOR, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN, parse_client_id};
+use switchyard_auth::{MAX_CLIENT_ID_LEN, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN, check_group_id};
 use switchyard_dr::Edition;
 use switchyard_store::Durability;
 use switchyard_transport::Transport;
@@ -252,6 +252,9 @@ pub struct InstanceConfig {
     /// QoS 1 and 2 messages queued per offline or slow session before the oldest is dropped.
     #[serde(default = "default_max_queued_messages")]
     pub max_queued_messages: usize,
+    /// The most Group IDs `CreateGroupId` may store for the instance.
+    #[serde(default = "default_max_group_ids")]
+    pub max_group_ids: usize,
     /// Topic access rules in order; the first that applies to a PUBLISH or SUBSCRIBE decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub access_rules: Vec<AccessRuleConfig>,
@@ -350,6 +353,10 @@ fn default_max_packet_size() -> u32 {
 }
 
 fn default_max_queued_messages() -> usize {
+    1000
+}
+
+fn default_max_group_ids() -> usize {
     1000
 }
 
@@ -549,11 +556,12 @@ impl Config {
                 ));
             }
             for group_id in &instance.group_ids {
-                if !is_valid_group_id(group_id) {
+                if let Err(rule) = check_group_id(group_id) {
                     return invalid(format!(
-                        "instance {:?}: Group ID {group_id:?} is invalid; a Group ID starts with \
-                         GID_ or GID-, has {MIN_GROUP_ID_LEN} to {MAX_GROUP_ID_LEN} characters \
-                         and uses only letters, digits, '-' and '_'",
+                        "instance {:?}: Group ID {group_id:?} is invalid because {rule}; a Group \
+                         ID starts with GID_ or GID-, has {MIN_GROUP_ID_LEN} to \
+                         {MAX_GROUP_ID_LEN} characters (so that a client id GroupId@@@DeviceId \
+                         fits in {MAX_CLIENT_ID_LEN}) and uses only letters, digits, '-' and '_'",
                         instance.id
                     ));
                 }
@@ -795,13 +803,6 @@ fn is_valid_websocket_path(path: &str) -> bool {
         && path
             .chars()
             .all(|c| c.is_ascii_graphic() && c != '?' && c != '#')
-}
-
-/// Checks a Group ID as ApsaraMQ defines it: `GID_` or `GID-`, then letters, digits, `-` or `_`.
-fn is_valid_group_id(group_id: &str) -> bool {
-    let client_id = format!("{group_id}{CLIENT_ID_SEPARATOR}device");
-    (MIN_GROUP_ID_LEN..=MAX_GROUP_ID_LEN).contains(&group_id.len())
-        && parse_client_id(&client_id).is_ok_and(|parsed| parsed.group_id == group_id)
 }
 
 /// Checks a parent topic: one topic level of ApsaraMQ topic characters.

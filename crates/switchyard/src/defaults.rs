@@ -109,6 +109,7 @@ pub fn default_config(data_dir: PathBuf, key: &DefaultAccessKey) -> Config {
         require_registered_parent_topics: true,
         max_packet_size: 1024 * 1024,
         max_queued_messages: 1000,
+        max_group_ids: 1000,
         access_rules: Vec::new(),
         limits: Default::default(),
     };

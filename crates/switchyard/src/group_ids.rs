@@ -41,6 +41,9 @@ pub struct GroupIdInstance {
     pub sharing: Vec<String>,
     /// The `group_ids` of the instance in the configuration file.
     pub configured: BTreeSet<String>,
+    /// The most Group IDs `CreateGroupId` may store for the instance; configured ones do not
+    /// count.
+    pub max_group_ids: usize,
     pub authenticator: Arc<PolicyAuthenticator>,
 }
 
@@ -157,10 +160,21 @@ impl GroupIdService {
         }
 
         let inner = self.inner.clone();
+        let limit = instance.max_group_ids;
         let outcome = run_blocking(ctx, instance_id, group_id, move || {
-            inner.commit_create(record, &audit)
+            inner.commit_create(record, &audit, limit)
         })
         .await?;
+        let Some(outcome) = outcome else {
+            return Err(ServiceError::ParameterFieldCheckFailed {
+                message: format!(
+                    "Group ID {group_id} was not created: instance {instance_id} already has \
+                     {limit} Group IDs created through the API, its max_group_ids. Delete \
+                     unused ones with DeleteGroupId, or raise max_group_ids for the instance \
+                     in the configuration file and restart."
+                ),
+            });
+        };
         match outcome {
             GroupIdCreated::Created(audit_id) => {
                 info!(
@@ -333,12 +347,23 @@ impl Inner {
         }
     }
 
+    /// Stores a new Group ID and applies it to the logins, or returns `None` without writing
+    /// when the instance already has `limit` stored Group IDs.
     fn commit_create(
         &self,
         record: GroupIdRecord,
         audit: &AuditRecord,
-    ) -> Result<GroupIdCreated, StoreError> {
+        limit: usize,
+    ) -> Result<Option<GroupIdCreated>, StoreError> {
         let _serialized = self.changes.lock().unwrap_or_else(|p| p.into_inner());
+        // A Group ID the instance already has is left to the store to report as existing.
+        let full = self
+            .lock_records()
+            .get(&record.instance_id)
+            .is_some_and(|stored| stored.len() >= limit && !stored.contains_key(&record.group_id));
+        if full {
+            return Ok(None);
+        }
         let outcome = self.store.create_group_id(&record, audit)?;
         if let GroupIdCreated::Created(_) = outcome {
             let mut records = self.lock_records();
@@ -349,7 +374,7 @@ impl Inner {
                 .insert(record.group_id.clone(), record);
             self.refresh_logins(&records, &instance_id);
         }
-        Ok(outcome)
+        Ok(Some(outcome))
     }
 
     fn commit_delete(

@@ -173,6 +173,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Deployment> {
             dr_group: group.map(|g| g.id.clone()),
             sharing: sharing_order(&instance_config.id, &metadata_sources),
             configured: instance_config.group_ids.iter().cloned().collect(),
+            max_group_ids: instance_config.max_group_ids,
             authenticator: auth.clone(),
         });
         let instance = Instance::with_store(settings, auth, Arc::clone(&message_store))

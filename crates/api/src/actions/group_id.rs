@@ -15,11 +15,11 @@ use crate::errors::ApiError;
 
 /// RAM action of `CreateGroupId`, as the cloud documents it.
 const CREATE_RAM_ACTION: &str = "mq:CreateMqttGroupId";
-/// RAM action of `DeleteGroupId`, as the cloud documents it.
+/// RAM action of `DeleteGroupId`.
+// NOTE: the notes on the cloud product confirm only mq:CreateMqttGroupId, so this name and the
+// one of ListGroupId follow its pattern.
 const DELETE_RAM_ACTION: &str = "mq:DeleteMqttGroupId";
 /// RAM action of `ListGroupId`.
-// NOTE: the cloud's ListGroupId page names no RAM action, so this name follows the pattern of
-// the other two.
 const LIST_RAM_ACTION: &str = "mq:ListMqttGroupId";
 
 /// Success body of `CreateGroupId` and `DeleteGroupId`: the request id only.

@@ -1,9 +1,13 @@
 //! Checks for action parameters. The DR actions fail with 400 `InvalidParameter.<Name>`, the
-//! Group ID actions with 400 `ParameterFieldCheckFailed`, as the cloud documents for each.
+//! Group ID actions with 400 `Missing<Name>` for an absent parameter, the gateway's code for a
+//! required one, and `ParameterFieldCheckFailed` for a malformed one, as the cloud documents
+//! for each.
 
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 use serde::Deserialize;
+use switchyard_auth::{MAX_CLIENT_ID_LEN, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN, check_group_id};
 
 use crate::backend::Tag;
 use crate::encoding::{Params, quote_value};
@@ -41,44 +45,65 @@ pub(crate) fn instance_id<'a>(params: &'a Params, name: &str) -> Result<&'a str,
 }
 
 /// Returns the instance id in parameter `name`, as [`instance_id`] checks it, but failing with
-/// `ParameterFieldCheckFailed`.
+/// `Missing<name>` when it is absent and `ParameterFieldCheckFailed` when it is malformed.
 pub(crate) fn instance_id_field<'a>(params: &'a Params, name: &str) -> Result<&'a str, ApiError> {
+    if params.get(name).is_none() {
+        return Err(ApiError::missing(
+            name,
+            &format!("Pass an instance ID of {INSTANCE_ID_FORM}."),
+        ));
+    }
     instance_id(params, name).map_err(|error| ApiError::parameter_field_check_failed(error.message))
 }
 
-const GROUP_ID_MIN_CHARS: usize = 7;
-const GROUP_ID_MAX_CHARS: usize = 64;
-const GROUP_ID_FORM: &str = "7 to 64 characters that start with GID_ or GID- and contain only \
-                             letters, digits, '_' and '-', such as GID_sensors";
+/// The Group ID rules as the error messages state them.
+static GROUP_ID_FORM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{MIN_GROUP_ID_LEN} to {MAX_GROUP_ID_LEN} characters that start with GID_ or GID- and \
+         contain only letters, digits, '_' and '-', such as GID_sensors"
+    )
+});
 
-/// Returns the `GroupId` parameter: present, 7 to 64 characters of `[A-Za-z0-9_-]`, starting
-/// with `GID_` or `GID-`. Fails with `ParameterFieldCheckFailed`.
+/// Returns the `GroupId` parameter, checked by the same rules as the Group IDs of logins and of
+/// the configuration file ([`check_group_id`]). Fails with `MissingGroupId` when it is absent
+/// and `ParameterFieldCheckFailed` when it is malformed.
 pub(crate) fn group_id(params: &Params) -> Result<&str, ApiError> {
+    let form = &*GROUP_ID_FORM;
     let Some(value) = params.get("GroupId") else {
-        return Err(ApiError::parameter_field_check_failed(format!(
-            "The parameter GroupId is missing. Pass a Group ID of {GROUP_ID_FORM}."
-        )));
+        return Err(ApiError::missing(
+            "GroupId",
+            &format!("Pass a Group ID of {form}."),
+        ));
     };
-    let reason = if !(value.starts_with("GID_") || value.starts_with("GID-")) {
-        Some("it does not start with GID_ or GID-".to_owned())
+    // The rule's own text quotes the value in full, so a long value is quoted here instead.
+    check_group_id(value).map_err(|_| {
+        let reason = group_id_reason(value);
+        ApiError::parameter_field_check_failed(format!(
+            "The parameter GroupId value {} is not a valid Group ID because {reason}. Pass a \
+             Group ID of {form}.",
+            quote_value(value)
+        ))
+    })?;
+    Ok(value)
+}
+
+/// Names the first Group ID rule that `value` breaks, without quoting it.
+fn group_id_reason(value: &str) -> String {
+    if !(value.starts_with("GID_") || value.starts_with("GID-")) {
+        "it does not start with GID_ or GID-".to_owned()
     } else if let Some(bad) = value
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
     {
-        Some(format!("it contains {bad:?}"))
-    } else if !(GROUP_ID_MIN_CHARS..=GROUP_ID_MAX_CHARS).contains(&value.len()) {
-        // Every character is ASCII here, so the byte length is the character count.
-        Some(format!("it is {} characters long", value.len()))
+        format!("it contains {bad:?}")
+    } else if value.len() > MAX_GROUP_ID_LEN {
+        format!(
+            "it is {} characters long, and a client id GroupId@@@DeviceId has at most \
+             {MAX_CLIENT_ID_LEN}, which leaves a Group ID at most {MAX_GROUP_ID_LEN}",
+            value.len()
+        )
     } else {
-        None
-    };
-    match reason {
-        None => Ok(value),
-        Some(reason) => Err(ApiError::parameter_field_check_failed(format!(
-            "The parameter GroupId value {} is not a valid Group ID because {reason}. Pass a \
-             Group ID of {GROUP_ID_FORM}.",
-            quote_value(value)
-        ))),
+        format!("it is {} characters long", value.chars().count())
     }
 }
 
@@ -226,7 +251,7 @@ mod group_id_tests {
 
     #[test]
     fn group_id_accepts_valid_ids() {
-        let max = format!("GID_{}", "a".repeat(60));
+        let max = format!("GID_{}", "a".repeat(56));
         for id in ["GID_abc", "GID-abc", "GID_a-b_C9", max.as_str()] {
             let params_with_id = params(&[("GroupId", id)]);
             assert_eq!(group_id(&params_with_id).ok(), Some(id));
@@ -235,10 +260,10 @@ mod group_id_tests {
 
     #[test]
     fn group_id_rejects_malformed_ids() {
-        let too_long = format!("GID_{}", "a".repeat(61));
+        let too_long = format!("GID_{}", "a".repeat(57));
         let cases = [
             ("GID_ab", "6 characters long"),
-            (too_long.as_str(), "65 characters long"),
+            (too_long.as_str(), "61 characters long"),
             ("gid_abc", "does not start with GID_ or GID-"),
             ("GIDabcd", "does not start with GID_ or GID-"),
             ("", "does not start with GID_ or GID-"),
@@ -253,7 +278,7 @@ mod group_id_tests {
             assert!(error.message.contains(reason), "{id:?}: {}", error.message);
             assert!(error.message.contains("GroupId"), "{}", error.message);
             assert!(
-                error.message.contains("7 to 64 characters"),
+                error.message.contains("7 to 60 characters"),
                 "{}",
                 error.message
             );
@@ -265,10 +290,13 @@ mod group_id_tests {
         let error = group_id(&params(&[])).err();
         assert_eq!(
             error.as_ref().map(|e| e.code.as_str()),
-            Some("ParameterFieldCheckFailed")
+            Some("MissingGroupId")
         );
         let message = error.map(|e| e.message).unwrap_or_default();
-        assert!(message.contains("GroupId is missing"), "{message}");
+        assert!(
+            message.starts_with("GroupId is mandatory for this action."),
+            "{message}"
+        );
     }
 
     #[test]

@@ -65,6 +65,11 @@ fn instances() -> (
             dr_group: dr_group.map(str::to_owned),
             sharing: sharing.iter().map(|s| (*s).to_owned()).collect(),
             configured: BTreeSet::from(["GID_config".to_owned()]),
+            max_group_ids: if id == "mqtt-cn-solo" {
+                SOLO_MAX_GROUP_IDS
+            } else {
+                1000
+            },
             authenticator,
         });
     }
@@ -253,6 +258,43 @@ async fn duplicate_create_is_group_id_already_exists() {
         panic!("configured Group ID was created again: {configured:?}");
     };
     assert!(message.contains("configuration file"), "{message}");
+}
+
+/// The `max_group_ids` of `mqtt-cn-solo` in the fixture.
+const SOLO_MAX_GROUP_IDS: usize = 2;
+
+#[tokio::test]
+async fn create_stops_at_max_group_ids() {
+    let fixture = Fixture::new();
+    for group_id in ["GID_first", "GID_second"] {
+        fixture
+            .create("mqtt-cn-solo", group_id)
+            .await
+            .expect("create under the limit");
+    }
+    let refused = fixture.create("mqtt-cn-solo", "GID_third").await;
+    let Err(ServiceError::ParameterFieldCheckFailed { message }) = refused else {
+        panic!("a Group ID past max_group_ids was created: {refused:?}");
+    };
+    assert!(message.contains("max_group_ids"), "{message}");
+    assert!(
+        message.contains(&SOLO_MAX_GROUP_IDS.to_string()),
+        "{message}"
+    );
+    assert!(fixture.accepting("GID_third").is_empty());
+
+    // At the limit, an existing Group ID is still reported as existing, and a delete makes room.
+    let again = fixture.create("mqtt-cn-solo", "GID_first").await;
+    assert_eq!(code_of(again), "GroupIdAlreadyExists");
+    fixture
+        .delete("mqtt-cn-solo", "GID_first")
+        .await
+        .expect("delete");
+    fixture
+        .create("mqtt-cn-solo", "GID_third")
+        .await
+        .expect("create after a delete");
+    assert_eq!(fixture.accepting("GID_third"), vec!["mqtt-cn-solo"]);
 }
 
 #[tokio::test]
