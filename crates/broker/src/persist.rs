@@ -16,11 +16,12 @@ use switchyard_codec::{
 };
 use switchyard_store::message::unix_millis_now;
 use switchyard_store::{
-    MessageStore, StoreError, StoreFuture, StoredMessage, StoredSubscription, StoredWill,
-    UnixMillis, WriteBatch, WriteOp,
+    MessageStore, SessionOrigin, StoreError, StoreFuture, StoredMessage, StoredSubscription,
+    StoredWill, UnixMillis, WriteBatch, WriteOp,
 };
 use tracing::warn;
 
+use crate::connection::Origin;
 use crate::ids::ClientId;
 use crate::instance::SessionSlot;
 use crate::message::{Delivery, Message};
@@ -346,6 +347,25 @@ pub(crate) fn restored_will(stored: &StoredWill) -> WillMessage {
         retain: message.retain,
         delay: stored.delay_interval,
         properties: decode_properties(&message.properties),
+    }
+}
+
+/// Returns the record of the way a session's last connection reached the instance.
+pub(crate) fn stored_origin(origin: &Origin) -> SessionOrigin {
+    match origin {
+        Origin::Region => SessionOrigin::Region,
+        Origin::Global { group } => SessionOrigin::Global {
+            group: group.clone(),
+        },
+    }
+}
+
+pub(crate) fn restored_origin(stored: &SessionOrigin) -> Origin {
+    match stored {
+        SessionOrigin::Region => Origin::Region,
+        SessionOrigin::Global { group } => Origin::Global {
+            group: group.clone(),
+        },
     }
 }
 

@@ -19,8 +19,8 @@ use bytes::{BufMut, BytesMut};
 use switchyard_codec::{Packet, ProtocolVersion};
 use switchyard_store::message::unix_millis_now;
 use switchyard_store::{
-    Durability, MessageStore, MessageStoreSettings, SessionRecord, SqliteMessageStore, StoreFuture,
-    StoredMessage, StoredSubscription, WriteBatch, WriteOp,
+    Durability, MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord,
+    SqliteMessageStore, StoreFuture, StoredMessage, StoredSubscription, WriteBatch, WriteOp,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -291,6 +291,7 @@ fn append_session(batch: &mut WriteBatch, index: usize, options: &StartupOptions
             retain_handling: 0,
             subscription_identifier: None,
         }],
+        origin: SessionOrigin::Region,
     }));
     for seq in 0..options.messages_per_session {
         batch.push(WriteOp::Enqueue {

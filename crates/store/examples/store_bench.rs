@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use switchyard_store::{
-    Durability, MessageStore, MessageStoreSettings, SessionRecord, SqliteMessageStore,
-    StoredMessage, WriteBatch, WriteOp,
+    Durability, MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord,
+    SqliteMessageStore, StoredMessage, WriteBatch, WriteOp,
 };
 
 #[derive(Parser, Debug)]
@@ -179,6 +179,7 @@ fn session(client_id: String) -> SessionRecord {
         session_expiry_interval: 3600,
         expires_at: None,
         subscriptions: Vec::new(),
+        origin: SessionOrigin::Region,
     }
 }
 

@@ -34,7 +34,7 @@ pub use error::StoreError;
 pub use group_id::{GroupIdCreated, GroupIdDeleted, GroupIdRecord, GroupIdTag};
 pub use message::{
     CorruptRecord, Durability, InflightMessage, InstanceState, MessageStore, MessageStoreSettings,
-    MessageStoreStats, PurgeReport, QueueFullPolicy, SessionRecord, SessionState,
+    MessageStoreStats, PurgeReport, QueueFullPolicy, SessionOrigin, SessionRecord, SessionState,
     SqliteMessageStore, StoreFuture, StoredMessage, StoredSubscription, StoredWill, UnixMillis,
     WriteBatch, WriteOp,
 };

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switchyard_store::{
-    Durability, MessageStore, MessageStoreSettings, SessionRecord, SqliteMessageStore,
-    StoredMessage, WriteBatch, WriteOp,
+    Durability, MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord,
+    SqliteMessageStore, StoredMessage, WriteBatch, WriteOp,
 };
 
 const DIR_ENV: &str = "SWITCHYARD_STORE_CRASH_DIR";
@@ -53,6 +53,7 @@ fn session() -> SessionRecord {
         session_expiry_interval: u32::MAX,
         expires_at: None,
         subscriptions: Vec::new(),
+        origin: SessionOrigin::Region,
     }
 }
 

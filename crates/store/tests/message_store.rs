@@ -7,8 +7,8 @@ use std::time::Duration;
 use switchyard_store::message::{MESSAGE_DATABASE_FILE_NAME, MESSAGE_STORE_DIR};
 use switchyard_store::{
     Durability, InflightMessage, MessageStore, MessageStoreSettings, QueueFullPolicy,
-    SessionRecord, SqliteMessageStore, StoreError, StoredMessage, StoredSubscription, StoredWill,
-    WriteBatch, WriteOp,
+    SessionOrigin, SessionRecord, SqliteMessageStore, StoreError, StoredMessage,
+    StoredSubscription, StoredWill, WriteBatch, WriteOp,
 };
 
 const INSTANCE: &str = "mqtt-cn-hz01";
@@ -48,6 +48,9 @@ fn session(client_id: &str) -> SessionRecord {
                 subscription_identifier: None,
             },
         ],
+        origin: SessionOrigin::Global {
+            group: "global".to_owned(),
+        },
     }
 }
 
@@ -699,6 +702,95 @@ async fn corrupt_record_is_reported_and_skipped() {
     let state = store.load_all(INSTANCE).await.unwrap();
     assert_eq!(state.corrupt.len(), 1);
     assert_eq!(state.sessions[7].queue.len(), 10);
+}
+
+/// A session record and one queued message of `GID_t@@@dev` in instance `mqtt-1`, as the
+/// first record format wrote them. The session (protocol 5, expiry 3600 s, one subscription
+/// `sensors/#`) has no origin. The message `sensors/1` is queued under sequence number 9.
+const FORMAT_1_RECORDS: [(i64, i64, &[u8]); 2] = [
+    (
+        0,
+        0,
+        &[
+            0x01, 0xb5, 0xda, 0x22, 0x22, 0x05, 0x10, 0x0e, 0x00, 0x00, 0x01, 0x00, 0x68, 0xe5,
+            0xcf, 0x8b, 0x01, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x73,
+            0x65, 0x6e, 0x73, 0x6f, 0x72, 0x73, 0x2f, 0x23, 0x01, 0x00, 0x01, 0x02, 0x01, 0x07,
+            0x00, 0x00, 0x00,
+        ],
+    ),
+    (
+        1,
+        9,
+        &[
+            0x01, 0xde, 0x54, 0x0f, 0xa3, 0x09, 0x00, 0x00, 0x00, 0x73, 0x65, 0x6e, 0x73, 0x6f,
+            0x72, 0x73, 0x2f, 0x31, 0x02, 0x00, 0x00, 0x00, 0x68, 0x69, 0x01, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00,
+        ],
+    ),
+];
+
+#[tokio::test]
+async fn format_1_records_load_and_update() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(open(dir.path(), MessageStoreSettings::default()));
+    let file = dir
+        .path()
+        .join(MESSAGE_STORE_DIR)
+        .join(MESSAGE_DATABASE_FILE_NAME);
+    let connection = rusqlite::Connection::open(&file).unwrap();
+    for (kind, seq, value) in FORMAT_1_RECORDS {
+        connection
+            .execute(
+                "INSERT INTO records (instance, kind, name, seq, expires_at, value) \
+                 VALUES ('mqtt-1', ?1, 'GID_t@@@dev', ?2, NULL, ?3)",
+                rusqlite::params![kind, seq, value],
+            )
+            .unwrap();
+    }
+    drop(connection);
+
+    let store = open(dir.path(), MessageStoreSettings::default());
+    assert!(store.corrupt_records_at_open().is_empty());
+    // The stored deadline is in 2023, so load as of an earlier time.
+    let state = store
+        .load_all_at("mqtt-1", 1_600_000_000_000)
+        .await
+        .unwrap();
+    assert!(state.corrupt.is_empty(), "{:?}", state.corrupt);
+    assert_eq!(state.sessions.len(), 1);
+    let session = &state.sessions[0];
+    assert_eq!(session.session.origin, SessionOrigin::Region);
+    assert_eq!(session.session.session_expiry_interval, 3600);
+    assert_eq!(session.session.subscriptions[0].filter, "sensors/#");
+    assert_eq!(session.queue.len(), 1);
+    assert_eq!(session.queue[0].0, 9);
+    assert_eq!(session.queue[0].1.payload, b"hi");
+
+    // The session record is rewritten in the current format next to the old message.
+    let global = SessionOrigin::Global {
+        group: "global".to_owned(),
+    };
+    let record = SessionRecord {
+        origin: global.clone(),
+        expires_at: None,
+        ..session.session.clone()
+    };
+    let batch = WriteBatch::new("mqtt-1")
+        .with(WriteOp::PutSession(record))
+        .with(enqueue("GID_t@@@dev", 10, b"new"));
+    store.submit(batch).await.unwrap();
+    drop(store);
+
+    let store = open(dir.path(), MessageStoreSettings::default());
+    let state = store.load_all("mqtt-1").await.unwrap();
+    assert!(state.corrupt.is_empty(), "{:?}", state.corrupt);
+    assert_eq!(state.sessions[0].session.origin, global);
+    let payloads: Vec<&[u8]> = state.sessions[0]
+        .queue
+        .iter()
+        .map(|(_, message)| message.payload.as_slice())
+        .collect();
+    assert_eq!(payloads, vec![&b"hi"[..], &b"new"[..]]);
 }
 
 #[tokio::test]

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use switchyard_store::{
-    Durability, MessageStore, MessageStoreSettings, SessionRecord, SqliteMessageStore,
-    StoredMessage, WriteBatch, WriteOp,
+    Durability, MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord,
+    SqliteMessageStore, StoredMessage, WriteBatch, WriteOp,
 };
 
 const DIR_ENV: &str = "SWITCHYARD_MOVE_CRASH_DIR";
@@ -58,6 +58,7 @@ fn session(client_id: &str) -> SessionRecord {
         session_expiry_interval: u32::MAX,
         expires_at: None,
         subscriptions: Vec::new(),
+        origin: SessionOrigin::Region,
     }
 }
 

@@ -24,10 +24,9 @@ impl Instance {
     /// expiry starts and its will falls due after its delay. Records that fail their checksum
     /// are logged and left out. Fails if the store cannot be read.
     ///
-    /// NOTE: the store does not record how a session's last connection came in, so a restored
-    /// session counts as a region-listener session. It does not follow its device to another
-    /// DR member until the device has connected to this instance through the global endpoint
-    /// again.
+    /// A restored session keeps the origin of its last connection, so one that came through a
+    /// DR group's global endpoint can still move to another member of the group. A session
+    /// stored by a version that did not record origins counts as a region-listener session.
     pub async fn with_store(
         settings: InstanceSettings,
         auth: Arc<dyn Authenticator>,

@@ -213,9 +213,13 @@ impl Session {
         &self.origin
     }
 
-    /// Records how the connection that just attached reached the instance.
+    /// Records how the connection that just attached reached the instance, and stores it
+    /// when it changed, so that a restart restores it.
     pub(crate) fn handle_origin(&mut self, origin: Origin) {
-        self.origin = origin;
+        if self.origin != origin {
+            self.origin = origin;
+            self.record_session();
+        }
     }
 
     /// Sets the bound of the queue, for a session that moves to an instance with other

@@ -16,8 +16,8 @@ use super::will::DelayedWill;
 use super::{Awaiting, Inflight, NEVER_EXPIRES, Session};
 use crate::ids::ClientId;
 use crate::persist::{
-    instant_of, restored_delivery, restored_subscriber, restored_will, stored_delivery,
-    stored_subscription, stored_will, unix_millis_of, version_of,
+    instant_of, restored_delivery, restored_origin, restored_subscriber, restored_will,
+    stored_delivery, stored_origin, stored_subscription, stored_will, unix_millis_of, version_of,
 };
 
 impl Session {
@@ -55,7 +55,7 @@ impl Session {
         }
     }
 
-    /// Records the session record with its current subscriptions and expiry.
+    /// Records the session record with its current subscriptions, expiry and origin.
     pub(crate) fn record_session(&mut self) {
         if self.is_stored() {
             let record = self.session_record();
@@ -131,6 +131,7 @@ impl Session {
             session_expiry_interval: self.expiry_interval,
             expires_at: self.poll_expiry().map(unix_millis_of),
             subscriptions,
+            origin: stored_origin(&self.origin),
         }
     }
 
@@ -194,6 +195,7 @@ impl Session {
         let interval = record.session_expiry_interval;
         let mut session = Session::new(client_id, interval, max_queued_messages);
         session.link.version = version_of(record.protocol_version);
+        session.origin = restored_origin(&record.origin);
         let deadline = record
             .expires_at
             .filter(|_| interval != NEVER_EXPIRES)

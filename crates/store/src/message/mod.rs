@@ -149,6 +149,28 @@ pub struct SessionRecord {
     pub expires_at: Option<UnixMillis>,
     /// The subscriptions, in the order the broker wrote them.
     pub subscriptions: Vec<StoredSubscription>,
+    /// How the session's last connection reached the instance. A DR session handover moves
+    /// only sessions whose last connection came through the group's global endpoint.
+    pub origin: SessionOrigin,
+}
+
+/// How the last connection of a persistent session reached its instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum SessionOrigin {
+    /// Through one of the instance's own region listeners.
+    ///
+    /// Records written before the store kept the origin (format 1) load with this value,
+    /// although some of them are global-endpoint sessions. Taking a region session for a
+    /// global one could move it away from a device that keeps using its region listener. The
+    /// other mistake only keeps a session where it is, as before, until its device connects
+    /// to the instance through the global endpoint again and the right origin is stored.
+    #[default]
+    Region,
+    /// Through the global endpoint of a disaster-recovery group.
+    Global {
+        /// The group id.
+        group: String,
+    },
 }
 
 impl SessionRecord {

@@ -533,3 +533,81 @@ async fn adopted_session_rewritten_after_replacing() {
             .is_empty()
     );
 }
+
+/// Opens the session of `CLIENT` on `instance` through `origin`, waits until the store has it
+/// and closes it again.
+async fn visit(instance: &Arc<Instance>, origin: &Origin) {
+    let opened = open(instance, ON_A, origin, None);
+    let write = opened.store_write.expect("a persistent session is written");
+    write.await.expect("the session commits");
+    instance.close_session(&opened.slot, ON_A, Instant::now(), true);
+}
+
+#[tokio::test]
+async fn restored_global_session_is_taken() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+    stop(vec![a, b], store).await;
+
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    let detached = a
+        .take_detached_session(CLIENT, &global(), &b)
+        .await
+        .expect("the restored session keeps its global-endpoint origin");
+    assert_eq!(detached.subscription_count(), 2);
+    assert_eq!(detached.queued_len(), 1);
+    assert_eq!(detached.inflight_len(), 3);
+    assert_eq!(detached.unreleased_len(), 1);
+    assert!(!a.has_session(CLIENT));
+
+    let opened = open(&b, ON_B, &global(), Some(detached));
+    assert!(opened.session_present);
+    let write = opened.store_write.expect("the adopted session is written");
+    write.await.expect("the adopted session commits");
+    let on_a = store.load_all("a").await.expect("store loads a");
+    assert!(on_a.sessions.is_empty(), "{:?}", on_a.sessions);
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert_eq!(on_b.sessions.len(), 1);
+    assert_eq!(on_b.sessions[0].queue.len(), 1);
+    assert_eq!(on_b.sessions[0].inflight.len(), 3);
+}
+
+#[tokio::test]
+async fn restored_origin_is_last_connection() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    visit(&a, &global()).await;
+    visit(&a, &Origin::Region).await;
+    stop(vec![a, b], store).await;
+
+    // The device came through the region listener last, so its session stays.
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    let taken = a.take_detached_session(CLIENT, &global(), &b).await;
+    assert!(taken.is_none(), "a region-listener session is not taken");
+    assert!(a.has_session(CLIENT));
+    visit(&a, &global()).await;
+    stop(vec![a, b], store).await;
+
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    let other_group = Origin::Global {
+        group: "other".to_owned(),
+    };
+    let taken = a.take_detached_session(CLIENT, &other_group, &b).await;
+    assert!(taken.is_none(), "the session belongs to group \"global\"");
+    let taken = a.take_detached_session(CLIENT, &global(), &b).await;
+    assert!(
+        taken.is_some(),
+        "the last connection came through the endpoint"
+    );
+}
