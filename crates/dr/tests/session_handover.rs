@@ -708,12 +708,12 @@ async fn moved_session_survives_restart() {
     assert!(!deployment.instance(HZ01).has_session(DEVICE));
     assert!(deployment.instance(SH01).has_session(DEVICE));
 
-    // A restored session counts as a region-listener session, so it would not move: hz01 is
-    // downgraded again, and the device resumes its session on sh01 with both messages resent.
-    deployment.downgrade(HZ01).await;
+    // The restored session keeps its global-endpoint origin, so it follows the device back
+    // to hz01, which the device names, with both messages resent.
     let (mut device, present) = RawClient::connect(deployment.global, version, DEVICE, HZ01).await;
-    assert!(present, "sh01 resumes the restored session");
-    assert!(deployment.instance(SH01).is_connected(DEVICE));
+    assert!(present, "the restored session moved back with the device");
+    assert!(deployment.instance(HZ01).is_connected(DEVICE));
+    assert!(!deployment.instance(SH01).has_session(DEVICE));
     for payload in [&b"queued-1"[..], &b"queued-2"[..]] {
         let resent = device.expect_publish().await;
         assert!(resent.dup, "unacknowledged message is resent with DUP");
@@ -722,4 +722,57 @@ async fn moved_session_survives_restart() {
         device.send(Packet::PubAck(Ack::new(packet_id))).await;
     }
     device.expect_nothing_pending().await;
+}
+
+#[tokio::test]
+async fn restored_session_follows_downgrade() {
+    let message_dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_message_store(message_dir.path());
+    let deployment = deployment_with(false, Some(&store)).await;
+    let version = ProtocolVersion::V3_1_1;
+    let (mut device, _) = RawClient::connect(deployment.global, version, DEVICE, HZ01).await;
+    device.subscribe("sensors/#", QoS::AtLeastOnce).await;
+    drop(device);
+    let hz01 = deployment.instance(HZ01);
+    wait_until("session offline on hz01", || !hz01.is_connected(DEVICE)).await;
+    let (mut publisher, _) =
+        RawClient::connect(deployment.regions[0], version, "GID_t@@@publisher", HZ01).await;
+    publisher
+        .publish_acknowledged("sensors/1", QoS::AtLeastOnce, 1, b"queued-1")
+        .await;
+    publisher
+        .publish_acknowledged("sensors/2", QoS::AtLeastOnce, 2, b"queued-2")
+        .await;
+    drop(publisher);
+    stop(deployment, store).await;
+
+    // The whole deployment restarts from the store, then hz01 is downgraded, so the device
+    // lands on sh01 and its restored session moves there with the queue.
+    let store = open_message_store(message_dir.path());
+    let deployment = deployment_with(false, Some(&store)).await;
+    assert!(deployment.instance(HZ01).has_session(DEVICE));
+    deployment.downgrade(HZ01).await;
+    let (mut device, present) = RawClient::connect(deployment.global, version, DEVICE, HZ01).await;
+    assert!(present, "the restored session moved with the device");
+    assert!(deployment.instance(SH01).is_connected(DEVICE));
+    assert!(!deployment.instance(HZ01).has_session(DEVICE));
+    for payload in [&b"queued-1"[..], &b"queued-2"[..]] {
+        let queued = device.expect_publish().await;
+        assert!(!queued.dup, "a queued message was never sent before");
+        assert_eq!(queued.payload, payload);
+        let packet_id = queued.packet_id.expect("QoS 1 has a packet id");
+        device.send(Packet::PubAck(Ack::new(packet_id))).await;
+    }
+    device.expect_nothing_pending().await;
+
+    let is_device = |stored: &&switchyard_store::SessionState| stored.session.client_id == DEVICE;
+    let on_hz01 = store.load_all(HZ01).await.expect("store loads hz01");
+    assert!(
+        !on_hz01.sessions.iter().any(|s| is_device(&s)),
+        "{on_hz01:?}"
+    );
+    let on_sh01 = store.load_all(SH01).await.expect("store loads sh01");
+    let moved: Vec<_> = on_sh01.sessions.iter().filter(is_device).collect();
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].session.subscriptions.len(), 1);
 }
