@@ -39,9 +39,9 @@ pub use summary::{CaseResult, print_summary};
 /// The topic every publisher sends to and every subscriber subscribes to.
 const TOPIC: &str = "sensors/bench/qos1";
 
-/// The maximum number of queued messages the message store keeps for one session
-/// (`MessageStoreSettings::max_queued_messages_per_session`, not configurable in
-/// `switchyard serve`), which bounds the offline subscriber's queue.
+/// The maximum number of queued messages the message store keeps for one session: the default
+/// of `store.max_queued_messages_per_session`, which the benchmark's configuration leaves
+/// unset. It bounds the offline subscriber's queue.
 pub const MAX_OFFLINE_QUEUE: usize = 10_000;
 
 /// Bound on one CONNECT/CONNACK or SUBSCRIBE/SUBACK exchange.

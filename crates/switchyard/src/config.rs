@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use switchyard_auth::{MAX_CLIENT_ID_LEN, MAX_GROUP_ID_LEN, MIN_GROUP_ID_LEN, check_group_id};
 use switchyard_dr::Edition;
-use switchyard_store::Durability;
+use switchyard_store::{Durability, MessageStoreSettings};
 use switchyard_transport::Transport;
 
 mod access_rules;
@@ -122,6 +122,15 @@ pub struct StoreConfig {
     /// With `group_commit`: the maximum number of write batches in one commit (at least 1).
     #[serde(default = "default_group_commit_max_batch")]
     pub group_commit_max_batch: usize,
+    /// The maximum number of QoS 1 and 2 messages the message store keeps queued for one
+    /// session. It must be at least every instance's `max_queued_messages`, which drops a
+    /// session's oldest message first, so it only catches queues that outgrew a lowered limit.
+    #[serde(default = "default_max_queued_messages_per_session")]
+    pub max_queued_messages_per_session: u64,
+    /// The maximum number of bytes of message store records of one instance: sessions, queued
+    /// and inflight messages, wills and retained messages.
+    #[serde(default = "default_max_instance_bytes")]
+    pub max_instance_bytes: u64,
 }
 
 impl Default for StoreConfig {
@@ -131,11 +140,23 @@ impl Default for StoreConfig {
             durability: DurabilityConfig::default(),
             group_commit_max_delay_ms: default_group_commit_max_delay_ms(),
             group_commit_max_batch: default_group_commit_max_batch(),
+            max_queued_messages_per_session: default_max_queued_messages_per_session(),
+            max_instance_bytes: default_max_instance_bytes(),
         }
     }
 }
 
 impl StoreConfig {
+    /// Returns the settings of the message store, or an error naming the invalid key.
+    pub fn message_store_settings(&self) -> Result<MessageStoreSettings, String> {
+        Ok(MessageStoreSettings {
+            durability: self.message_durability()?,
+            max_queued_messages_per_session: self.max_queued_messages_per_session,
+            max_instance_bytes: self.max_instance_bytes,
+            ..MessageStoreSettings::default()
+        })
+    }
+
     /// Returns the message store's durability policy, or an error naming the invalid key.
     pub fn message_durability(&self) -> Result<Durability, String> {
         match self.durability {
@@ -178,6 +199,17 @@ fn default_group_commit_max_batch() -> usize {
 
 fn default_busy_timeout_ms() -> u64 {
     5_000
+}
+
+// The two message store limits below equal those of `MessageStoreSettings::default()`, which
+// the test `store_defaults_match_store_settings` checks.
+
+fn default_max_queued_messages_per_session() -> u64 {
+    10_000
+}
+
+fn default_max_instance_bytes() -> u64 {
+    1 << 30
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -500,6 +532,20 @@ impl Config {
         if let Err(message) = self.store.message_durability() {
             return invalid(message);
         }
+        if self.store.max_queued_messages_per_session == 0 {
+            return invalid(
+                "store.max_queued_messages_per_session is 0; set it to at least 1 (default \
+                 10000)"
+                    .to_owned(),
+            );
+        }
+        if self.store.max_instance_bytes == 0 {
+            return invalid(
+                "store.max_instance_bytes is 0; set it to at least the largest max_packet_size \
+                 of the instances (default 1073741824)"
+                    .to_owned(),
+            );
+        }
         if self.data_dir.exists() && !self.data_dir.is_dir() {
             return invalid(format!(
                 "data_dir {} is not a directory; point it at a directory or a path that does not \
@@ -591,6 +637,17 @@ impl Config {
                     ));
                 }
             }
+            let per_session = self.store.max_queued_messages_per_session;
+            if instance.max_queued_messages as u64 > per_session {
+                return invalid(format!(
+                    "instance {:?}: max_queued_messages {} is above \
+                     store.max_queued_messages_per_session {per_session}, so the store would \
+                     reject publishes to a full queue before the instance drops its oldest \
+                     message; lower max_queued_messages or raise \
+                     store.max_queued_messages_per_session",
+                    instance.id, instance.max_queued_messages
+                ));
+            }
             if let Some(message) = instance.limits.invalid_value() {
                 return invalid(format!("instance {:?}: {message}", instance.id));
             }
@@ -598,6 +655,14 @@ impl Config {
                 return invalid(format!(
                     "instance {:?}: max_packet_size {} is too small; use at least 64 bytes",
                     instance.id, instance.max_packet_size
+                ));
+            }
+            if u64::from(instance.max_packet_size) > self.store.max_instance_bytes {
+                return invalid(format!(
+                    "instance {:?}: max_packet_size {} is above store.max_instance_bytes {}, so \
+                     a message of that size could never be stored; raise \
+                     store.max_instance_bytes or lower max_packet_size",
+                    instance.id, instance.max_packet_size, self.store.max_instance_bytes
                 ));
             }
             let owner = format!("instance {:?}", instance.id);
@@ -1203,6 +1268,83 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
             1,
         );
         assert!(error_of(&text).contains("receive_maximum is 0"));
+    }
+
+    /// Returns `VALID` with `keys` in a `[store]` section.
+    fn with_store(keys: &str) -> String {
+        VALID.replacen("\n[api]", &format!("\n[store]\n{keys}\n\n[api]"), 1)
+    }
+
+    #[test]
+    fn store_defaults_match_store_settings() {
+        let config = load(VALID).expect("valid configuration");
+        let settings = config
+            .store
+            .message_store_settings()
+            .expect("default store settings are valid");
+        assert_eq!(settings, MessageStoreSettings::default());
+    }
+
+    #[test]
+    fn store_limits_are_read() {
+        let text =
+            with_store("max_queued_messages_per_session = 2000\nmax_instance_bytes = 2097152");
+        let config = load(&text).expect("store limits are valid");
+        let settings = config
+            .store
+            .message_store_settings()
+            .expect("store settings are valid");
+        assert_eq!(settings.max_queued_messages_per_session, 2000);
+        assert_eq!(settings.max_instance_bytes, 2_097_152);
+    }
+
+    #[test]
+    fn invalid_store_limits_are_named() {
+        let cases = [
+            (
+                with_store("max_queued_messages_per_session = 0"),
+                "store.max_queued_messages_per_session is 0",
+            ),
+            (
+                with_store("max_instance_bytes = 0"),
+                "store.max_instance_bytes is 0",
+            ),
+            // Below the default max_queued_messages of 1000.
+            (
+                with_store("max_queued_messages_per_session = 999"),
+                "max_queued_messages 1000 is above store.max_queued_messages_per_session 999",
+            ),
+            // Below the default max_packet_size of 1048576.
+            (
+                with_store("max_instance_bytes = 65536"),
+                "max_packet_size 1048576 is above store.max_instance_bytes 65536",
+            ),
+            (with_store("max_instance_bytes = -1"), "max_instance_bytes"),
+            (
+                with_store("max_queued_per_session = 10"),
+                "max_queued_per_session",
+            ),
+        ];
+        for (text, expected) in cases {
+            let message = error_of(&text);
+            assert!(
+                message.contains(expected),
+                "expected {expected:?} in: {message}"
+            );
+        }
+        let message = error_of(&with_store("max_queued_messages_per_session = 999"));
+        assert!(message.contains("mqtt-cn-hz01"), "{message}");
+    }
+
+    #[test]
+    fn lower_instance_queue_fits_store() {
+        let text = with_store("max_queued_messages_per_session = 500").replace(
+            "region = \"cn-",
+            "max_queued_messages = 500\nregion = \"cn-",
+        );
+        let config = load(&text).expect("both instances queue at most 500");
+        assert_eq!(config.instances[0].max_queued_messages, 500);
+        assert_eq!(config.instances[1].max_queued_messages, 500);
     }
 
     #[test]

@@ -15,9 +15,7 @@ use switchyard_broker::{Instance, InstanceSettings};
 use switchyard_dr::{
     DrController, Edition, FallbackPolicy, GroupSettings, InstanceInfo, Member, Registry,
 };
-use switchyard_store::{
-    MessageStore, MessageStoreSettings, SqliteMessageStore, SqliteSettings, SqliteStore, Store,
-};
+use switchyard_store::{MessageStore, SqliteMessageStore, SqliteSettings, SqliteStore, Store};
 use switchyard_transport::rustls::ServerConfig;
 use switchyard_transport::{TlsFiles, Transport, TransportAcceptor, load_server_config};
 use tokio::net::{TcpListener, TcpSocket};
@@ -57,14 +55,13 @@ pub struct Deployment {
 /// Opens the message store of persistent sessions and retained messages under `data_dir`,
 /// shared by every instance.
 async fn open_message_store(config: &Config) -> anyhow::Result<Arc<dyn MessageStore>> {
-    let durability = config
+    let settings = config
         .store
-        .message_durability()
+        .message_store_settings()
         .map_err(anyhow::Error::msg)?;
-    let settings = MessageStoreSettings {
-        durability,
-        ..MessageStoreSettings::default()
-    };
+    let durability = settings.durability;
+    let max_queued_messages_per_session = settings.max_queued_messages_per_session;
+    let max_instance_bytes = settings.max_instance_bytes;
     let data_dir = config.data_dir.clone();
     // Opening reads every record once, so it runs off the async threads.
     let opened = tokio::task::spawn_blocking(move || SqliteMessageStore::open(&data_dir, settings))
@@ -76,7 +73,13 @@ async fn open_message_store(config: &Config) -> anyhow::Result<Arc<dyn MessageSt
                 config.data_dir.display()
             )
         })?;
-    tracing::info!(file = %opened.path().display(), ?durability, "Message store opened");
+    tracing::info!(
+        file = %opened.path().display(),
+        ?durability,
+        max_queued_messages_per_session,
+        max_instance_bytes,
+        "Message store opened"
+    );
     Ok(Arc::new(opened))
 }
 

@@ -154,6 +154,8 @@ impl Connection {
         if let Some(write) = published.write
             && let Err(error) = write.wait().await
         {
+            // NOTE: the deliveries queued in memory before the write stay queued, so their
+            // clients may still receive a message whose publisher got an error reason code.
             warn!(%topic, %error, "Message store write failed; publish not acknowledged");
             if !self.version.is_v5() {
                 let detail = format!("failed to store the message: {error}");
