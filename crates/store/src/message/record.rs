@@ -1,11 +1,13 @@
-//! The binary form of each record value, with a CRC-32 that covers the record's key and body.
+//! The binary form of each record value, with a CRC-32 that covers the value's format byte,
+//! the record's key and the body.
 //!
 //! A value is one format byte ([`Format`]), the CRC-32 (IEEE) in little endian, then the body.
 //! Integers are little endian, strings and byte strings carry a `u32` length prefix, and an
 //! optional integer is a presence byte followed by the integer. A body must be consumed exactly,
 //! so a truncated or extended value fails to decode.
 //!
-//! Values of format 1 are still read, so a store written by an earlier version loads as it was.
+//! Values of format 1, whose checksum leaves the format byte out, are still read, so a store
+//! written by an earlier version loads as it was.
 
 use super::{
     InflightMessage, SessionOrigin, SessionRecord, StoredMessage, StoredSubscription, StoredWill,
