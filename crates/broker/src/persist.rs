@@ -5,8 +5,10 @@
 //! Session 0 in 3.1.1). Times become [`UnixMillis`] on the way in and `Instant`s on the way
 //! out, measured against the clock at the moment of the conversion.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -107,9 +109,13 @@ pub(crate) async fn wait_logged(
 /// A QoS 1 or 2 delivery to a stored session is not sent until the batch that enqueues it has
 /// completed, so the session's later writes (dequeue, inflight) always commit after it. The
 /// deliveries are released when the write completes or when this value is dropped.
+///
+/// Awaiting the value waits for the write and then releases the deliveries, so a connection
+/// can keep several of them pending and poll each one.
 pub(crate) struct MessageWrite {
     future: StoreFuture<()>,
-    release: Release,
+    /// `None` once the write has completed and the deliveries are released.
+    release: Option<Release>,
 }
 
 impl MessageWrite {
@@ -120,15 +126,18 @@ impl MessageWrite {
     ) -> MessageWrite {
         MessageWrite {
             future,
-            release: Release { gate, slots },
+            release: Some(Release { gate, slots }),
         }
     }
+}
 
-    /// Waits for the write to complete, then lets the waiting deliveries go out.
-    pub(crate) async fn wait(self) -> Result<(), StoreError> {
-        let result = self.future.await;
-        drop(self.release);
-        result
+impl Future for MessageWrite {
+    type Output = Result<(), StoreError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.future.as_mut().poll(cx));
+        self.release = None;
+        Poll::Ready(result)
     }
 }
 

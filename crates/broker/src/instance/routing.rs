@@ -45,8 +45,7 @@ impl Instance {
         if let Some(write) = published.write {
             let instance_id = self.id().to_owned();
             self.tasks().spawn(async move {
-                let future = write.wait();
-                if let Err(error) = future.await {
+                if let Err(error) = write.await {
                     warn!(instance = %instance_id, %error, "Message store write of a will failed");
                 }
             });

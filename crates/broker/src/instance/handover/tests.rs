@@ -119,7 +119,7 @@ fn open(
 async fn publish_stored(instance: &Instance, message: Message) -> usize {
     let published = instance.publish_with(message, Vec::new());
     if let Some(write) = published.write {
-        write.wait().await.expect("the message is stored");
+        write.await.expect("the message is stored");
     }
     published.receivers
 }
