@@ -9,6 +9,7 @@ use switchyard_codec::{
 };
 use tracing::{debug, trace, warn};
 
+use super::acks::{Pending, PendingAck, Settled};
 use super::writer::Outgoing;
 use super::{Close, Connection};
 use crate::auth::Access;
@@ -71,6 +72,12 @@ impl Connection {
         let qos = publish.qos;
         let packet_id = publish.packet_id;
 
+        // Only a resend or a client error reuses the packet id of a PUBLISH whose reply is
+        // pending. This PUBLISH is handled after that reply, as if it had arrived after it.
+        if let Some(id) = packet_id {
+            self.settle_through(id).await?;
+        }
+
         // A QoS 1 PUBLISH must not reuse the id of a QoS 2 message awaiting PUBREL, because
         // the id stays in use until PUBCOMP.
         if let (QoS::AtLeastOnce, Some(id)) = (qos, packet_id)
@@ -82,13 +89,8 @@ impl Connection {
                 return Err(Close::violation(ReasonCode::PROTOCOL_ERROR, detail));
             }
             let detail = format!("packet id {id} is in use by a QoS 2 message awaiting PUBREL");
-            return self
-                .send(Packet::PubAck(ack_with(
-                    id,
-                    ReasonCode::PACKET_IDENTIFIER_IN_USE,
-                    Some(detail),
-                )))
-                .await;
+            let reply = ack_with(id, ReasonCode::PACKET_IDENTIFIER_IN_USE, Some(detail));
+            return self.send_publish_reply(id, Packet::PubAck(reply)).await;
         }
 
         let authorized = self.instance.authenticator().authorize(
@@ -132,7 +134,9 @@ impl Connection {
                         packet_id = id,
                         "Duplicate QoS 2 PUBLISH; not delivered again"
                     );
-                    return self.send(Packet::PubRec(Ack::new(id))).await;
+                    return self
+                        .send_publish_reply(id, Packet::PubRec(Ack::new(id)))
+                        .await;
                 }
                 InboundQoS2::WindowExceeded => {
                     let detail = format!("more than {receive_maximum} QoS 2 messages unreleased");
@@ -150,45 +154,137 @@ impl Connection {
         let receivers = published.receivers;
         debug!(%topic, ?qos, receivers, "Message published");
 
-        // The acknowledgement promises the message is stored wherever it must be.
-        if let Some(write) = published.write
-            && let Err(error) = write.wait().await
-        {
-            // NOTE: the deliveries queued in memory before the write stay queued, so their
-            // clients may still receive a message whose publisher got an error reason code.
-            warn!(%topic, %error, "Message store write failed; publish not acknowledged");
-            if !self.version.is_v5() {
-                let detail = format!("failed to store the message: {error}");
-                return Err(Close::violation(ReasonCode::UNSPECIFIED_ERROR, detail));
-            }
-            let reason = if error.is_quota_exceeded() {
-                ReasonCode::QUOTA_EXCEEDED
-            } else {
-                ReasonCode::UNSPECIFIED_ERROR
-            };
-            let detail = Some(format!("failed to store the message: {error}"));
-            return match (qos, packet_id) {
-                (QoS::AtLeastOnce, Some(id)) => {
-                    self.send(Packet::PubAck(ack_with(id, reason, detail)))
-                        .await
-                }
-                (QoS::ExactlyOnce, Some(id)) => {
-                    // The packet id is released, so the client may send the message again.
-                    let (_, write) =
-                        self.with_stored_session(|session| session.handle_pubrel(id))?;
-                    self.instance
-                        .finish_in_background(write, "release packet id");
-                    self.send(Packet::PubRec(ack_with(id, reason, detail)))
-                        .await
-                }
-                _ => Ok(()),
-            };
+        // The acknowledgement promises the message is stored wherever it must be, so it waits
+        // for the write, while the reader goes on with the next packet.
+        if let Some(write) = published.write {
+            self.pending_acks.push(PendingAck {
+                packet_id,
+                kind: Pending::Write { qos, topic, write },
+            });
+            return Ok(());
         }
-
         match (qos, packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(Ack::new(id))).await,
-            (QoS::ExactlyOnce, Some(id)) => self.send(Packet::PubRec(Ack::new(id))).await,
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.send_publish_reply(id, Packet::PubAck(Ack::new(id)))
+                    .await
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.send_publish_reply(id, Packet::PubRec(Ack::new(id)))
+                    .await
+            }
             _ => Ok(()),
+        }
+    }
+
+    /// Sends `reply` to the PUBLISH with `packet_id` once the replies to earlier PUBLISH
+    /// packets have gone out.
+    async fn send_publish_reply(&mut self, packet_id: u16, reply: Packet) -> Result<(), Close> {
+        if self.pending_acks.is_empty() {
+            return self.send(reply).await;
+        }
+        self.pending_acks.push(PendingAck {
+            packet_id: Some(packet_id),
+            kind: Pending::Ready(Box::new(reply)),
+        });
+        Ok(())
+    }
+
+    /// Sends the reply of `settled`, together with the replies behind it that are due too.
+    pub(super) async fn send_settled(&mut self, settled: Settled) -> Result<(), Close> {
+        let mut replies = Vec::new();
+        let mut next = Some(settled);
+        while let Some(settled) = next {
+            match self.settled_reply(settled) {
+                Ok(Some(reply)) => replies.push(reply),
+                Ok(None) => {}
+                Err(close) => {
+                    self.acks_stopped = true;
+                    self.send_replies(replies).await?;
+                    return Err(close);
+                }
+            }
+            next = self.pending_acks.try_next();
+        }
+        self.send_replies(replies).await
+    }
+
+    async fn send_replies(&self, mut replies: Vec<Packet>) -> Result<(), Close> {
+        match replies.len() {
+            0 => Ok(()),
+            1 => match replies.pop() {
+                Some(reply) => self.send(reply).await,
+                None => Ok(()),
+            },
+            _ => self.send_outgoing(Outgoing::Packets(replies)).await,
+        }
+    }
+
+    /// Waits for the pending replies up to the one of the PUBLISH with `packet_id`, if any,
+    /// and sends them.
+    async fn settle_through(&mut self, packet_id: u16) -> Result<(), Close> {
+        while self.pending_acks.contains(packet_id) {
+            let Some(settled) = self.pending_acks.next().await else {
+                break;
+            };
+            self.send_settled(settled).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every pending reply and returns the replies to send before the connection
+    /// closes: none after a failed store write ended a 3.x connection.
+    pub(super) async fn settle_all(&mut self) -> Vec<Packet> {
+        let mut replies = Vec::new();
+        while let Some(settled) = self.pending_acks.next().await {
+            match self.settled_reply(settled) {
+                Ok(Some(reply)) if !self.acks_stopped => replies.push(reply),
+                Ok(_) => {}
+                Err(_) => self.acks_stopped = true,
+            }
+        }
+        replies
+    }
+
+    /// Returns the reply to a PUBLISH that is due. After a failed store write a 5.0 client
+    /// gets an error reason code, and a 3.x connection ends because 3.x has none.
+    fn settled_reply(&self, settled: Settled) -> Result<Option<Packet>, Close> {
+        let (packet_id, qos, topic, result) = match settled {
+            Settled::Ready(reply) => return Ok(Some(*reply)),
+            Settled::Written {
+                packet_id,
+                qos,
+                topic,
+                result,
+            } => (packet_id, qos, topic, result),
+        };
+        let Err(error) = result else {
+            return Ok(match (qos, packet_id) {
+                (QoS::AtLeastOnce, Some(id)) => Some(Packet::PubAck(Ack::new(id))),
+                (QoS::ExactlyOnce, Some(id)) => Some(Packet::PubRec(Ack::new(id))),
+                _ => None,
+            });
+        };
+        warn!(%topic, %error, "Message store write failed; publish not acknowledged");
+        if !self.version.is_v5() {
+            let detail = format!("failed to store the message: {error}");
+            return Err(Close::violation(ReasonCode::UNSPECIFIED_ERROR, detail));
+        }
+        let reason = if error.is_quota_exceeded() {
+            ReasonCode::QUOTA_EXCEEDED
+        } else {
+            ReasonCode::UNSPECIFIED_ERROR
+        };
+        let detail = Some(format!("failed to store the message: {error}"));
+        match (qos, packet_id) {
+            (QoS::AtLeastOnce, Some(id)) => Ok(Some(Packet::PubAck(ack_with(id, reason, detail)))),
+            (QoS::ExactlyOnce, Some(id)) => {
+                // The packet id is released, so the client may send the message again.
+                let (_, write) = self.with_stored_session(|session| session.handle_pubrel(id))?;
+                self.instance
+                    .finish_in_background(write, "release packet id");
+                Ok(Some(Packet::PubRec(ack_with(id, reason, detail))))
+            }
+            _ => Ok(None),
         }
     }
 
@@ -197,7 +293,7 @@ impl Connection {
     /// with `reason`, and nothing at QoS 0. 3.x has no reason codes, so a 3.x client is
     /// disconnected, as the cloud product does.
     async fn reject_publish(
-        &self,
+        &mut self,
         publish: &Publish,
         reason: ReasonCode,
         detail: String,
@@ -208,8 +304,14 @@ impl Connection {
         debug!(topic = %publish.topic, %detail, "PUBLISH rejected");
         let refused = |id| ack_with(id, reason, Some(detail));
         match (publish.qos, publish.packet_id) {
-            (QoS::AtLeastOnce, Some(id)) => self.send(Packet::PubAck(refused(id))).await,
-            (QoS::ExactlyOnce, Some(id)) => self.send(Packet::PubRec(refused(id))).await,
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.send_publish_reply(id, Packet::PubAck(refused(id)))
+                    .await
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.send_publish_reply(id, Packet::PubRec(refused(id)))
+                    .await
+            }
             _ => Ok(()),
         }
     }
@@ -257,7 +359,11 @@ impl Connection {
     }
 
     /// Handles PUBREL, which releases an inbound QoS 2 packet id, and replies PUBCOMP.
-    async fn handle_pubrel(&self, ack: &Ack) -> Result<(), Close> {
+    async fn handle_pubrel(&mut self, ack: &Ack) -> Result<(), Close> {
+        // A client sends PUBREL only after PUBREC, so one for a PUBLISH whose PUBREC is still
+        // pending is a client error. It is handled after that PUBREC, which keeps PUBREC
+        // before PUBCOMP and, after a failed write, finds the packet id released.
+        self.settle_through(ack.packet_id).await?;
         let (released, write) =
             self.with_stored_session(|session| session.handle_pubrel(ack.packet_id))?;
         // After PUBCOMP the client may reuse the packet id, so the store must have released it.

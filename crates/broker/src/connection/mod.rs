@@ -7,10 +7,17 @@
 //! writer task (see `writer`) owns the write half and sends those replies and whatever the
 //! session has to send, batched into one write per wake-up.
 //!
+//! The reader does not wait for the store write of a QoS 1 or 2 PUBLISH. It keeps the write in
+//! `acks` and reads on, and sends the PUBACK or PUBREC once the write has completed, in the
+//! order the PUBLISH packets arrived. It stops reading while as many replies are pending as
+//! the Receive Maximum the server announces, a bound it applies to 3.x clients too, and reads
+//! on once the oldest is sent.
+//!
 //! A connection ends when the client disconnects or breaks a rule, when its keep-alive expires,
 //! or when a [`ConnectionHandle`] requests a stop (takeover, DR downgrade, shutdown). MQTT 5.0
 //! clients are then sent a DISCONNECT with the reason when the server ends the connection.
 
+mod acks;
 mod handle;
 mod inbound;
 mod writer;
@@ -43,6 +50,7 @@ use crate::rate::RateLimiter;
 use crate::session::{Link, Session};
 use crate::topic_alias::InboundAliases;
 use crate::will::WillMessage;
+use acks::PendingAcks;
 use handle::StopRequest;
 use writer::{OutboundRules, Outgoing};
 
@@ -118,6 +126,11 @@ struct Connection {
     /// PUBLISH packets per second, limited by `max_publish_rate`.
     publish_rate: RateLimiter,
     outgoing: mpsc::Sender<Outgoing>,
+    /// Replies to PUBLISH packets that wait for a store write or for an earlier reply.
+    pending_acks: PendingAcks,
+    /// Set once a failed store write ended a 3.x connection. The replies to later PUBLISH
+    /// packets are then not sent, as if the connection had closed at that write.
+    acks_stopped: bool,
 }
 
 /// Authenticates, opens the session, sends CONNACK and runs the connection.
@@ -222,6 +235,7 @@ async fn serve<S>(
         writer::run(write_half, slot, id, rules, outgoing_rx, first_batch, store).in_current_span(),
     );
     let publish_rate = RateLimiter::new(instance.settings().max_publish_rate, now);
+    let pending_acks = PendingAcks::new(usize::from(instance.settings().receive_maximum));
     let mut connection = Connection {
         instance,
         handle,
@@ -235,6 +249,8 @@ async fn serve<S>(
         inbound_aliases,
         publish_rate,
         outgoing,
+        pending_acks,
+        acks_stopped: false,
     };
     let close = connection
         .read_loop(&mut read_half, buffered, &mut writer)
@@ -395,8 +411,9 @@ impl Connection {
         let max_packet_size = self.instance.settings().max_packet_size;
 
         loop {
-            // Handle every whole packet already buffered.
-            loop {
+            // Handle every whole packet already buffered, unless the pending replies are at
+            // their limit: then the client waits until some of them are sent.
+            while !self.pending_acks.is_full() {
                 let packet = match decode_packet(&mut buf, self.version, max_packet_size) {
                     Ok(Some(packet)) => packet,
                     Ok(None) => break,
@@ -417,26 +434,46 @@ impl Connection {
             if buf.capacity() - buf.len() < READ_CHUNK / 4 {
                 buf.reserve(READ_CHUNK);
             }
+            // While reading is paused the client is waiting for the server, so its keep-alive
+            // does not run.
+            let reading = !self.pending_acks.is_full();
             let sleep_until = deadline.unwrap_or_else(tokio::time::Instant::now);
-            let read = tokio::select! {
+            let event = tokio::select! {
                 request = self.handle.control().stopped() => return Close::Requested(request),
-                () = tokio::time::sleep_until(sleep_until), if deadline.is_some() => {
+                () = tokio::time::sleep_until(sleep_until), if deadline.is_some() && reading => {
                     return Close::KeepAliveExpired;
                 }
                 _ = &mut *writer => return Close::WriterStopped,
-                read = reader.read_buf(&mut buf) => read,
+                settled = self.pending_acks.next(), if !self.pending_acks.is_empty() => {
+                    ReadEvent::Settled(settled)
+                }
+                read = reader.read_buf(&mut buf), if reading => ReadEvent::Read(read),
             };
-            match read {
-                Ok(0) => return Close::PeerClosed,
-                Ok(_) => {}
-                Err(error) => return Close::ReadFailed(error),
+            match event {
+                ReadEvent::Settled(Some(settled)) => {
+                    if !reading {
+                        deadline = keep_alive.map(|timeout| tokio::time::Instant::now() + timeout);
+                    }
+                    if let Err(close) = self.send_settled(settled).await {
+                        return close;
+                    }
+                }
+                ReadEvent::Settled(None) => {}
+                ReadEvent::Read(Ok(0)) => return Close::PeerClosed,
+                ReadEvent::Read(Ok(_)) => {}
+                ReadEvent::Read(Err(error)) => return Close::ReadFailed(error),
             }
         }
     }
 
     /// Sends the last packets, detaches the session, which publishes the will unless the client
     /// sent DISCONNECT 0x00, and logs the end of the connection.
-    async fn finish(self, close: Close, mut writer: JoinHandle<io::Result<()>>) {
+    ///
+    /// The store writes of PUBLISH packets still pending are waited for first, so the
+    /// deliveries they hold back are not released before the write completes, and their
+    /// replies go out before the DISCONNECT.
+    async fn finish(mut self, close: Close, mut writer: JoinHandle<io::Result<()>>) {
+        let replies = self.settle_all().await;
         let disconnect = if self.version.is_v5() {
             close.disconnect_packet(self.keep_alive)
         } else {
@@ -444,11 +481,14 @@ impl Connection {
         };
         if !writer.is_finished() {
             let flush = async {
-                if self
-                    .outgoing
-                    .send(Outgoing::Close(disconnect))
-                    .await
-                    .is_ok()
+                let replies_sent = replies.is_empty()
+                    || self.outgoing.send(Outgoing::Packets(replies)).await.is_ok();
+                if replies_sent
+                    && self
+                        .outgoing
+                        .send(Outgoing::Close(disconnect))
+                        .await
+                        .is_ok()
                 {
                     let _ = (&mut writer).await;
                 }
@@ -522,6 +562,13 @@ impl Connection {
     fn wake_writer(&self) {
         self.slot.wake.notify_one();
     }
+}
+
+/// An event that wakes the reader while it waits for input.
+enum ReadEvent {
+    /// The oldest pending reply became due.
+    Settled(Option<acks::Settled>),
+    Read(io::Result<usize>),
 }
 
 // === impl Close ===

@@ -29,6 +29,8 @@ use crate::topic_alias::OutboundAliases;
 pub(super) enum Outgoing {
     /// A reply to send, such as PUBACK or SUBACK.
     Packet(Packet),
+    /// Replies to send in this order, such as the PUBACKs of one store commit.
+    Packets(Vec<Packet>),
     /// Retained messages for new subscriptions, queued in the session when the writer reaches
     /// them, so they follow the SUBACK sent before them.
     Deliver(Vec<Delivery>),
@@ -174,6 +176,11 @@ impl Batch {
     fn add_reply(&mut self, item: Option<Outgoing>) {
         match item {
             Some(Outgoing::Packet(packet)) => self.add_packet(packet),
+            Some(Outgoing::Packets(packets)) => {
+                for packet in packets {
+                    self.add_packet(packet);
+                }
+            }
             Some(Outgoing::Deliver(deliveries)) => {
                 let slot = Arc::clone(&self.slot);
                 let mut session = slot.lock();
