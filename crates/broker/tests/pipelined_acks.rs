@@ -510,3 +510,41 @@ async fn disconnect_keeps_pending_replies() {
     assert_eq!(broker.drain_subscriber(3).await, payloads(1..=3));
     broker.stop().await;
 }
+
+#[tokio::test]
+async fn takeover_keeps_pending_replies() {
+    let broker = GatedBroker::start(InstanceSettings::new("mqtt-pipeline")).await;
+    broker.offline_subscriber(QoS::AtLeastOnce).await;
+    let (mut publisher, _) =
+        RawClient::connect_ok(broker.addr, connect_packet(V311, "pub", false)).await;
+
+    broker.store.set_open(false);
+    for id in 1..=3 {
+        publisher.send(&publish(QoS::AtLeastOnce, id)).await;
+    }
+    publisher.ping().await;
+
+    // A second connection with the same client id takes the session over. Its CONNACK waits
+    // for its own store write, which commits after the three messages.
+    let addr = broker.addr;
+    let takeover = tokio::spawn(async move {
+        RawClient::connect_ok(addr, connect_packet(V311, "pub", false)).await
+    });
+    let early = publisher.try_recv(QUIET).await;
+    assert!(early.is_none(), "reply before commit: {early:?}");
+
+    broker.store.set_open(true);
+    let packets = publisher.expect_closed().await;
+    let acked: Vec<u16> = packets
+        .iter()
+        .map(|packet| match packet {
+            Packet::PubAck(ack) => ack.packet_id,
+            other => panic!("expected only PUBACK, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(acked, [1, 2, 3]);
+    let (_successor, connack) = takeover.await.expect("takeover task");
+    assert!(connack.session_present);
+    assert_eq!(broker.drain_subscriber(3).await, payloads(1..=3));
+    broker.stop().await;
+}
