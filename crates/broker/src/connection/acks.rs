@@ -7,9 +7,12 @@
 //! their PUBLISH packets. Section 4.6 of 3.1.1 and of 5.0 states that order for clients
 //! [MQTT-4.6.0-2, MQTT-4.6.0-3], and a publisher keeping its own order relies on it from the
 //! server too. A reply that needs no write, such as a PUBACK that rejects a PUBLISH, waits
-//! behind the earlier ones.
-//! The store commits the writes in the order they were submitted, so they mostly complete in
-//! queue order too, and only the oldest entry is polled.
+//! behind the earlier ones. A QoS 0 PUBLISH with a store write, such as a retained message,
+//! takes a place too, although it gets no reply.
+//!
+//! The store commits the writes in the order they were submitted, so they complete in queue
+//! order too, unless the store's queue of pending batches was full. Only the oldest entry is
+//! polled.
 
 use std::collections::VecDeque;
 use std::future::Future;
