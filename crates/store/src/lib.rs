@@ -36,7 +36,7 @@ pub use message::{
     CorruptRecord, Durability, InflightMessage, InstanceState, MessageStore, MessageStoreSettings,
     MessageStoreStats, PurgeReport, QueueFullPolicy, SessionOrigin, SessionRecord, SessionState,
     SqliteMessageStore, StoreFuture, StoredMessage, StoredSubscription, StoredWill, UnixMillis,
-    WriteBatch, WriteOp,
+    WriteBatch, WriteOp, WriterPause,
 };
 pub use schema::SCHEMA_VERSION;
 pub use sqlite::{DATABASE_FILE_NAME, SqliteSettings, SqliteStore};

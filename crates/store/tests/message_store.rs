@@ -1141,3 +1141,73 @@ async fn empty_atomic_submit_completes() {
     store.submit_atomic(Vec::new()).await.unwrap();
     assert_eq!(store.stats().commits, 0);
 }
+
+#[tokio::test]
+async fn submits_commit_in_call_order_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = MessageStoreSettings {
+        max_pending_batches: 1,
+        ..MessageStoreSettings::default()
+    };
+    let store = open(dir.path(), settings);
+
+    // With the writer paused and one slot, every write after the first waits in the store.
+    // Each one replaces the retained message of one topic, so the last to commit wins.
+    let pause = store.pause_writer();
+    let mut writes: Vec<_> = (0..20u8)
+        .map(|n| {
+            let retained = message("t", &[n]);
+            store.submit(WriteBatch::new(INSTANCE).with(WriteOp::PutRetained(retained)))
+        })
+        .collect();
+    let loaded = store.load_all(INSTANCE);
+    drop(pause);
+
+    // Polled from the last call to the first, which must not change the commit order.
+    writes.reverse();
+    for write in writes {
+        write.await.expect("write commits");
+    }
+    let state = loaded.await.unwrap();
+    assert_eq!(state.retained.len(), 1);
+    assert_eq!(
+        state.retained[0].payload,
+        vec![19],
+        "the load sees every write called before it"
+    );
+    let state = store.load_all(INSTANCE).await.unwrap();
+    assert_eq!(state.retained[0].payload, vec![19]);
+}
+
+#[tokio::test]
+async fn atomic_submit_keeps_call_order_when_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = MessageStoreSettings {
+        max_pending_batches: 1,
+        ..MessageStoreSettings::default()
+    };
+    let store = open(dir.path(), settings);
+    store
+        .submit(WriteBatch::new("a").with(WriteOp::PutSession(session("dev1"))))
+        .await
+        .unwrap();
+
+    // A publish to the session is called before its move, as the broker does under its
+    // registry lock, and the move is polled first, as the taking side does.
+    let pause = store.pause_writer();
+    let filler = store.submit(WriteBatch::new("a").with(WriteOp::PutRetained(message("t", b"f"))));
+    let publish = store.submit(WriteBatch::new("a").with(enqueue("dev1", 1, b"m")));
+    let mut unit = move_unit("dev1", "a", "b", 0);
+    unit[1].push(enqueue("dev1", 1, b"m"));
+    let moved = store.submit_atomic(unit);
+    drop(pause);
+
+    moved.await.expect("move commits");
+    publish
+        .await
+        .expect("the publish commits before the move removes the session");
+    filler.await.unwrap();
+    assert!(store.load_all("a").await.unwrap().sessions.is_empty());
+    let b = store.load_all("b").await.unwrap();
+    assert_eq!(queue_seqs(&b), vec![1]);
+}

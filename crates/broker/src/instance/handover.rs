@@ -172,8 +172,9 @@ impl Instance {
     }
 
     /// Takes the session of `client_id` if it is offline, not expired and of `origin`, and
-    /// submits its move to `adopter` while the registry is still locked. So the move commits
-    /// after every write this instance made for the session, and before any later one.
+    /// submits its move to `adopter` while the registry is still locked. The store commits in
+    /// submission order, so the move commits after every write this instance submitted for
+    /// the session, its pending changes included, and before any later one.
     fn try_take(&self, client_id: &str, origin: &Origin, adopter: &Instance) -> TakeAttempt {
         let now = tokio::time::Instant::now().into_std();
 

@@ -21,8 +21,8 @@
 //! | retained message | topic | 0 | [`StoredMessage`] |
 //!
 //! The broker writes with [`WriteBatch`]es: all operations of one batch commit together or not
-//! at all, and batches of one store commit in the order [`MessageStore::submit`] was called
-//! (with the exception described there). [`MessageStore::submit_atomic`] commits several
+//! at all, and batches of one store commit in the order [`MessageStore::submit`] was called,
+//! whichever future is polled first. [`MessageStore::submit_atomic`] commits several
 //! batches, of one instance or of several, as one unit: that is how a session moves from one
 //! instance to another without a moment where it is stored on neither or on both.
 //!
@@ -41,7 +41,9 @@
 //!   for expiry;
 //! - a [`WriteBatch`] becomes one JetStream atomic batch publish, and [`MessageStore::submit`]
 //!   completes when the server's acknowledgement of the batch arrives, which is durable on the
-//!   stream's replicas under its own sync settings;
+//!   stream's replicas under its own sync settings. To keep the call order, `submit` appends
+//!   the batch to an in-process queue during the call, and one task publishes from that queue
+//!   in order, with at most `max_pending_batches` publishes awaiting their acknowledgement;
 //! - the batches of a [`MessageStore::submit_atomic`] go into one atomic batch publish too.
 //!   Instance ids are part of keys and subjects, not of bucket or stream names, so a unit
 //!   that spans two instances needs no stream that a single batch does not already use.
@@ -61,6 +63,7 @@
 //! - `record`: the checksummed binary encoding of each record;
 //! - `sqlite`: [`SqliteMessageStore`], the embedded implementation, and its writer thread.
 
+mod admission;
 mod record;
 mod sqlite;
 mod writer;
@@ -72,7 +75,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::error::StoreError;
 
-pub use sqlite::{MESSAGE_DATABASE_FILE_NAME, MESSAGE_STORE_DIR, SqliteMessageStore};
+pub use sqlite::{MESSAGE_DATABASE_FILE_NAME, MESSAGE_STORE_DIR, SqliteMessageStore, WriterPause};
 
 /// Milliseconds since the Unix epoch, the unit of every deadline in the message store.
 pub type UnixMillis = u64;
@@ -458,9 +461,12 @@ pub struct MessageStoreSettings {
     /// [`StoreError::InstanceStorageFull`], while removals always succeed. SQLite's page
     /// overhead is not counted. The default is 1 GiB.
     pub max_instance_bytes: u64,
-    /// The maximum number of submitted batches waiting for the writer thread, counting the
-    /// batches of one [`MessageStore::submit_atomic`] as one. A submit past it waits, without
-    /// blocking its thread, until the writer catches up. The default is 65,536.
+    /// The maximum number of submitted writes handed to the writer thread at once, counting
+    /// the batches of one [`MessageStore::submit_atomic`] as one. A write past it waits in the
+    /// store's own queue, in submission order, and its future completes only after its
+    /// commit, so a caller that awaits its writes waits for the writer to catch up. That
+    /// queue contains every write not yet handed to the writer, so its memory is bounded by the
+    /// writes the callers leave outstanding, not by this setting. The default is 65,536.
     pub max_pending_batches: usize,
     /// The number of bytes of removed records after which the writer returns free pages to
     /// the file system, so that the file size follows the live data. The default is 64 MiB.
@@ -500,9 +506,12 @@ pub struct MessageStoreStats {
 pub trait MessageStore: Send + Sync + 'static {
     /// Commits a batch and completes once it is durable under the store's [`Durability`].
     ///
-    /// The batch is queued for the writer during this call, so batches commit in call order,
-    /// unless [`MessageStoreSettings::max_pending_batches`] are already waiting: then the
-    /// returned future queues it when first polled and a slot is free.
+    /// The batch takes its place in the store's submission order during this call, even
+    /// when [`MessageStoreSettings::max_pending_batches`] writes are already waiting. So
+    /// writes, [`submit_atomic`](Self::submit_atomic) units, loads, purges and compactions
+    /// run in the order they were called, whichever future is polled first, and a caller
+    /// that submits while holding a lock orders its write against every submit made under
+    /// that lock. The write is not withdrawn when the future is dropped.
     ///
     /// On error nothing of the batch is stored. [`StoreError::QueueFull`] and
     /// [`StoreError::InstanceStorageFull`] mean a limit was reached

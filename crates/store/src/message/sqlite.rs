@@ -19,10 +19,11 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 
 use rusqlite::{Connection, params};
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::oneshot;
 
+use super::admission::{Admission, Queued};
 use super::record::{Decoder, Key, Kind, open};
-use super::writer::{Command, PendingWrite, SharedStats, Usage, Writer};
+use super::writer::{Command, SharedStats, Usage, Writer};
 use super::{
     CorruptRecord, Durability, InstanceState, MessageStore, MessageStoreSettings,
     MessageStoreStats, PurgeReport, SessionState, StoreFuture, UnixMillis, WriteBatch,
@@ -49,8 +50,7 @@ const MESSAGE_SCHEMA_VERSION: i64 = 1;
 #[derive(Debug)]
 pub struct SqliteMessageStore {
     path: PathBuf,
-    sender: mpsc::Sender<Command>,
-    pending_batches: Arc<Semaphore>,
+    admission: Arc<Admission>,
     stats: Arc<SharedStats>,
     corrupt_at_open: Vec<CorruptRecord>,
     writer: Option<JoinHandle<()>>,
@@ -87,8 +87,8 @@ impl SqliteMessageStore {
         }
 
         let stats = Arc::new(SharedStats::default());
-        let pending_batches = Arc::new(Semaphore::new(settings.max_pending_batches.max(1)));
         let (sender, receiver) = mpsc::channel();
+        let admission = Admission::new(sender, settings.max_pending_batches);
         let writer = Writer::new(
             connection,
             path.clone(),
@@ -106,8 +106,7 @@ impl SqliteMessageStore {
 
         Ok(SqliteMessageStore {
             path,
-            sender,
-            pending_batches,
+            admission,
             stats,
             corrupt_at_open,
             writer: Some(handle),
@@ -124,59 +123,42 @@ impl SqliteMessageStore {
         &self.corrupt_at_open
     }
 
-    /// Sends a command built around a oneshot sender and returns the future of its result.
+    /// Submits a command built around a oneshot sender and returns the future of its result.
     fn request<T: Send + 'static>(
         &self,
         command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
     ) -> StoreFuture<T> {
         let (done, answer) = oneshot::channel();
-        let sent = self.sender.send(command(done));
+        self.admission.submit(Queued::Other(command(done)));
         let path = self.path.clone();
-        Box::pin(async move {
-            sent.map_err(|_| closed(&path))?;
-            answer.await.map_err(|_| closed(&path))?
-        })
+        Box::pin(async move { answer.await.map_err(|_| closed(&path))? })
     }
 
-    /// Queues one write of `batches` for the writer, now if a slot is free and otherwise when
-    /// the returned future is first polled and a slot is free.
+    /// Submits one write of `batches` during this call, so that it commits in call order
+    /// whenever its future is polled.
     fn submit_write(&self, batches: Vec<WriteBatch>) -> StoreFuture<()> {
+        let (done, answer) = oneshot::channel();
+        self.admission.submit(Queued::Write { batches, done });
         let path = self.path.clone();
-        // With a free slot the write goes to the writer now, so writes submitted one after
-        // the other commit in that order even if their futures are polled in another order.
-        if let Ok(permit) = Arc::clone(&self.pending_batches).try_acquire_owned() {
-            let (done, answer) = oneshot::channel();
-            let write = PendingWrite {
-                batches,
-                done,
-                _permit: permit,
-            };
-            let sent = self.sender.send(Command::Write(write));
-            return Box::pin(async move {
-                sent.map_err(|_| closed(&path))?;
-                answer.await.map_err(|_| closed(&path))?
-            });
-        }
-        // Otherwise the future waits for a slot and sends the write when it gets one.
-        let sender = self.sender.clone();
-        let pending_batches = Arc::clone(&self.pending_batches);
-        Box::pin(async move {
-            let permit = pending_batches
-                .acquire_owned()
-                .await
-                .map_err(|_| closed(&path))?;
-            let (done, answer) = oneshot::channel();
-            let write = PendingWrite {
-                batches,
-                done,
-                _permit: permit,
-            };
-            sender
-                .send(Command::Write(write))
-                .map_err(|_| closed(&path))?;
-            answer.await.map_err(|_| closed(&path))?
-        })
+        Box::pin(async move { answer.await.map_err(|_| closed(&path))? })
     }
+
+    /// Pauses the writer thread, once it has run the commands submitted before this call,
+    /// until the returned guard is dropped, so that tests can fill the write queue. Commands
+    /// submitted meanwhile wait as they do behind a slow disk.
+    pub fn pause_writer(&self) -> WriterPause {
+        let (resume, paused) = mpsc::channel();
+        self.admission
+            .submit(Queued::Other(Command::Pause { resume: paused }));
+        WriterPause { _resume: resume }
+    }
+}
+
+/// A pause of the writer thread, from [`SqliteMessageStore::pause_writer`] until it is
+/// dropped.
+#[derive(Debug)]
+pub struct WriterPause {
+    _resume: mpsc::Sender<()>,
 }
 
 fn closed(path: &Path) -> StoreError {
@@ -226,8 +208,8 @@ impl MessageStore for SqliteMessageStore {
 
 impl Drop for SqliteMessageStore {
     fn drop(&mut self) {
-        // The writer drains the commands sent before this one, then exits.
-        let _ = self.sender.send(Command::Shutdown);
+        // The writer runs the commands submitted before this one, then exits.
+        self.admission.submit(Queued::Other(Command::Shutdown));
         if let Some(handle) = self.writer.take()
             && handle.join().is_err()
         {

@@ -10,8 +10,9 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use tokio::sync::{OwnedSemaphorePermit, oneshot};
+use tokio::sync::oneshot;
 
+use super::admission::Slot;
 use super::record::{Encoder, Key, Kind, seal};
 use super::sqlite::load_instance;
 use super::{
@@ -31,8 +32,8 @@ const MEMORY_MAX_BATCH: usize = 256;
 pub(crate) struct PendingWrite {
     pub(crate) batches: Vec<WriteBatch>,
     pub(crate) done: oneshot::Sender<Result<(), StoreError>>,
-    /// Released when the writer drops the write, which lets the next submit in.
-    pub(crate) _permit: OwnedSemaphorePermit,
+    /// Given back when the writer drops the write, which admits the next waiting command.
+    pub(crate) _slot: Slot,
 }
 
 /// A request to the writer thread.
@@ -50,6 +51,10 @@ pub(crate) enum Command {
     },
     Compact {
         done: oneshot::Sender<Result<(), StoreError>>,
+    },
+    /// Blocks the writer until the sender of `resume` is dropped.
+    Pause {
+        resume: std::sync::mpsc::Receiver<()>,
     },
     Shutdown,
 }
@@ -170,6 +175,10 @@ impl Writer {
                 }
                 Command::Compact { done } => {
                     let _ = done.send(self.compact());
+                }
+                Command::Pause { resume } => {
+                    // Returns with an error once the sender is dropped, which is the resume.
+                    let _ = resume.recv();
                 }
                 Command::Shutdown => break,
             }

@@ -611,3 +611,60 @@ async fn restored_origin_is_last_connection() {
         "the last connection came through the endpoint"
     );
 }
+
+#[tokio::test]
+async fn publish_racing_take_commits_first() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    // One write slot and a paused writer, so every write below waits in the store and the
+    // commit order is the order of the submit calls alone.
+    let settings = MessageStoreSettings {
+        max_pending_batches: 1,
+        ..MessageStoreSettings::default()
+    };
+    let sqlite = Arc::new(SqliteMessageStore::open(dir.path(), settings).expect("store opens"));
+    let store: Arc<dyn MessageStore> = Arc::clone(&sqlite) as Arc<dyn MessageStore>;
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+
+    let pause = sqlite.pause_writer();
+    let published = a.publish_with(message("alerts/2", QoS::AtLeastOnce, b"racing"), Vec::new());
+    let write = published
+        .write
+        .expect("the delivery to the stored session is written");
+    // The take submits its move after the publish, and waits for the move before anything
+    // polls the publish's write.
+    let origin = global();
+    let detached = {
+        let take = a.take_detached_session(CLIENT, &origin, &b);
+        tokio::pin!(take);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut take).await;
+        assert!(early.is_err(), "the move waits for the paused writer");
+        drop(pause);
+        take.await.expect("offline session is taken")
+    };
+    write
+        .wait()
+        .await
+        .expect("the publish commits before the move removes the session");
+
+    assert_eq!(
+        detached.queued_len(),
+        2,
+        "the message was routed before the take"
+    );
+    let on_a = store.load_all("a").await.expect("store loads a");
+    assert!(on_a.sessions.is_empty(), "{:?}", on_a.sessions);
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert_eq!(on_b.sessions.len(), 1);
+    let payloads: Vec<&[u8]> = on_b.sessions[0]
+        .queue
+        .iter()
+        .map(|(_, message)| message.payload.as_slice())
+        .collect();
+    assert_eq!(payloads, vec![&b"q1-queued"[..], &b"racing"[..]]);
+
+    drop(detached);
+    drop(sqlite);
+    stop(vec![a, b], store).await;
+}
