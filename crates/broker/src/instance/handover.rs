@@ -16,7 +16,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use switchyard_store::StoreFuture;
+use switchyard_store::{StoreFuture, WriteOp};
 use tracing::{info, warn};
 
 use super::{Instance, Registry, SessionSlot, lock};
@@ -41,7 +41,8 @@ const DETACH_RECHECK: Duration = Duration::from_millis(50);
 /// It contains no socket, no timer and no task. Times in it are `std::time::Instant` values, which stay
 /// comparable because every instance runs in the same process. A value that is dropped instead
 /// of adopted loses the session from memory. If the move was committed to a shared store, the
-/// adopting instance's stored copy remains and comes back at its next restart.
+/// adopting instance's stored copy remains and comes back at its next restart, unless a new
+/// session of the client is stored there first, which removes it.
 #[derive(Debug)]
 pub struct DetachedSession {
     /// Boxed, because a session is over a kilobyte and the value moves through futures.
@@ -289,10 +290,24 @@ impl Instance {
         let will = session.poll_will();
         let slot = {
             let mut registry = self.write_registry();
-            if registry.sessions.contains_key(&client_id) {
-                // NOTE: a new session of the client appeared here while the move was being
-                // committed. It stays, and the taken one is dropped, while the store keeps
-                // whatever the new session writes over it.
+            if let Some(current) = registry.sessions.get(&client_id) {
+                // NOTE: a new session of the client opened here while the move was being
+                // committed. It stays, and the taken one is lost although its move failed. A
+                // stored new session removed the taken one's records when it wrote itself,
+                // and otherwise they are removed now, so a restart cannot bring them back.
+                let current = current.lock();
+                if !current.is_stored()
+                    && let Some(store) = self.store()
+                {
+                    let removal = vec![WriteOp::RemoveSession {
+                        client_id: client_id.as_str().to_owned(),
+                    }];
+                    self.finish_in_background(
+                        store.submit(removal),
+                        "drop session that failed to move",
+                    );
+                }
+                drop(current);
                 warn!(
                     instance = %self.id(),
                     %client_id,

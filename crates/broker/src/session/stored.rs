@@ -28,14 +28,22 @@ impl Session {
 
     /// Starts or stops writing the session's changes to the store.
     ///
-    /// Starting returns the writes of the whole current state, because the store has none of
-    /// it yet. Stopping returns the removal of the stored session. Returns nothing when the
-    /// state does not change.
+    /// Starting returns the writes of the whole current state, led by the removal of any
+    /// records of the client id. The instance has no other session of that client id, but
+    /// the store can still have its records: a move that failed while a new session opened
+    /// leaves them on the giving instance, and a moved session dropped before adoption
+    /// leaves them on the adopting one. Without the removal, those queue and inflight records
+    /// would come back under the new session after a restart. Stopping returns the removal
+    /// of the stored session. Returns nothing when the state does not change.
     pub(crate) fn handle_store(&mut self, stored: bool) -> Vec<WriteOp> {
         match (self.is_stored(), stored) {
             (false, true) => {
                 self.store_ops = Some(Vec::new());
-                self.snapshot_ops()
+                let mut ops = vec![WriteOp::RemoveSession {
+                    client_id: self.client_id.as_str().to_owned(),
+                }];
+                ops.extend(self.snapshot_ops());
+                ops
             }
             (true, false) => {
                 self.store_ops = None;

@@ -668,3 +668,111 @@ async fn publish_racing_take_commits_first() {
     drop(sqlite);
     stop(vec![a, b], store).await;
 }
+
+/// Opens a store in `dir` in which instance b has 3,900 of its 4,096 bytes used, so that
+/// moving the session of `offline_session_on` to b fails.
+async fn store_with_full_adopter(dir: &std::path::Path) -> Arc<SqliteMessageStore> {
+    let settings = MessageStoreSettings {
+        max_instance_bytes: 4096,
+        ..MessageStoreSettings::default()
+    };
+    let store = Arc::new(SqliteMessageStore::open(dir, settings).expect("store opens"));
+    let filler = StoredMessage {
+        topic: "filler".to_owned(),
+        payload: vec![0; 3900],
+        qos: 1,
+        retain: true,
+        properties: Vec::new(),
+        expires_at: None,
+    };
+    store
+        .submit(WriteBatch::new("b").with(WriteOp::PutRetained(filler)))
+        .await
+        .expect("filler fits");
+    store
+}
+
+#[tokio::test]
+async fn session_opened_during_failed_move_stored_alone() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let sqlite = store_with_full_adopter(dir.path()).await;
+    let store: Arc<dyn MessageStore> = Arc::clone(&sqlite) as Arc<dyn MessageStore>;
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+
+    // The device reconnects to a while the move is waiting for the paused writer, so a
+    // opens a new session, and then the move fails.
+    let pause = sqlite.pause_writer();
+    let origin = global();
+    let (fresh, write) = {
+        let take = a.take_detached_session(CLIENT, &origin, &b);
+        tokio::pin!(take);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut take).await;
+        assert!(early.is_err(), "the move waits for the paused writer");
+        assert!(!a.has_session(CLIENT), "the session left the registry");
+        let fresh = open(&a, ON_A, &origin, None);
+        assert!(!fresh.session_present);
+        let write = fresh.store_write.expect("the new session is written");
+        drop(pause);
+        assert!(take.await.is_none(), "the move failed in the store");
+        (fresh.slot, write)
+    };
+    write.await.expect("the new session commits");
+
+    // The store has the new session alone on a, without the old one's messages.
+    let on_a = store.load_all("a").await.expect("store loads a");
+    assert_eq!(on_a.sessions.len(), 1);
+    let stored = &on_a.sessions[0];
+    assert!(stored.session.subscriptions.is_empty(), "{stored:?}");
+    assert!(stored.queue.is_empty(), "{:?}", stored.queue);
+    assert!(stored.inflight.is_empty(), "{:?}", stored.inflight);
+    assert!(stored.incoming_qos2.is_empty());
+    assert!(
+        store
+            .load_all("b")
+            .await
+            .expect("store loads b")
+            .sessions
+            .is_empty()
+    );
+
+    a.close_session(&fresh, ON_A, Instant::now(), true);
+    drop(fresh);
+    drop(sqlite);
+    stop(vec![a, b], store).await;
+}
+
+#[tokio::test]
+async fn dropped_move_then_new_session_stored_alone() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = open_store(dir.path(), MessageStoreSettings::default());
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+
+    // The move commits, but the session is dropped instead of adopted, so its records stay
+    // on b while b's registry has no session of the client.
+    let detached = a
+        .take_detached_session(CLIENT, &global(), &b)
+        .await
+        .expect("offline session is taken");
+    drop(detached);
+    assert!(!b.has_session(CLIENT));
+    let fresh = open(&b, ON_B, &global(), None);
+    assert!(!fresh.session_present);
+    let write = fresh.store_write.expect("the new session is written");
+    write.await.expect("the new session commits");
+
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert_eq!(on_b.sessions.len(), 1);
+    let stored = &on_b.sessions[0];
+    assert!(stored.session.subscriptions.is_empty(), "{stored:?}");
+    assert!(stored.queue.is_empty(), "{:?}", stored.queue);
+    assert!(stored.inflight.is_empty(), "{:?}", stored.inflight);
+    assert!(stored.incoming_qos2.is_empty());
+
+    b.close_session(&fresh.slot, ON_B, Instant::now(), true);
+    drop(fresh.slot);
+    stop(vec![a, b], store).await;
+}
