@@ -5,17 +5,18 @@
 //! `SWITCHYARD_STORE_CRASH_DIR` is set, and then writes batches from several tasks and prints
 //! `ack <seq>` once each submit completes.
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::Duration;
 
 use switchyard_store::{
-    Durability, MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord,
-    SqliteMessageStore, StoredMessage, WriteBatch, WriteOp,
+    MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord, SqliteMessageStore,
+    StoredMessage, WriteBatch, WriteOp,
 };
+
+use common::{POLICIES, Xorshift, durability, print_line, run_child};
 
 const DIR_ENV: &str = "SWITCHYARD_STORE_CRASH_DIR";
 const POLICY_ENV: &str = "SWITCHYARD_STORE_CRASH_POLICY";
@@ -30,17 +31,8 @@ const WRITES_PER_TASK: u64 = 500;
 const MAX_ACKS_BEFORE_KILL: u64 = 300;
 
 fn settings(policy: &str) -> MessageStoreSettings {
-    let durability = match policy {
-        "per-message" => Durability::PerMessage,
-        "group-commit" => Durability::GroupCommit {
-            max_delay: Duration::from_micros(500),
-            max_batch: 64,
-        },
-        "memory" => Durability::Memory,
-        other => panic!("unknown policy {other:?}"),
-    };
     MessageStoreSettings {
-        durability,
+        durability: durability(policy),
         max_queued_messages_per_session: u64::MAX,
         ..MessageStoreSettings::default()
     }
@@ -103,9 +95,7 @@ fn crash_child() {
                         message,
                     });
                     store.submit(batch).await.unwrap();
-                    let mut stdout = std::io::stdout().lock();
-                    writeln!(stdout, "ack {seq}").unwrap();
-                    stdout.flush().unwrap();
+                    print_line(&format!("ack {seq}"));
                 }
             }));
         }
@@ -115,58 +105,31 @@ fn crash_child() {
     });
 }
 
-/// A xorshift generator, so the kill points repeat from run to run.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn acknowledged_writes_survive_sigkill() {
     if std::env::var(DIR_ENV).is_ok() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let executable = std::env::current_exe().unwrap();
     let mut random = Xorshift(0x5eed_1234_abcd_0001);
-    let policies = ["group-commit", "per-message", "memory"];
     let mut acknowledged: BTreeSet<u64> = BTreeSet::new();
 
     for round in 0..ROUNDS {
-        let policy = policies[(round % 3) as usize];
+        let policy = POLICIES[(round % 3) as usize];
         let kill_after = random.next() % (MAX_ACKS_BEFORE_KILL + 1);
-        let mut child = Command::new(&executable)
-            .args(["--exact", "crash_child", "--nocapture", "--test-threads=1"])
-            .env(DIR_ENV, dir.path())
-            .env(POLICY_ENV, policy)
-            .env(FIRST_SEQ_ENV, (round * 1_000_000).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-
+        let env = [
+            (DIR_ENV, dir.path().display().to_string()),
+            (POLICY_ENV, policy.to_owned()),
+            (FIRST_SEQ_ENV, (round * 1_000_000).to_string()),
+        ];
         let mut round_acks = Vec::new();
-        let mut killed = false;
-        loop {
-            if !killed && round_acks.len() as u64 >= kill_after {
-                // Child::kill sends SIGKILL on Unix.
-                child.kill().unwrap();
-                killed = true;
-            }
-            // After the kill this reads what the child wrote before it died, then ends.
-            let Some(line) = lines.next() else { break };
-            if let Some(seq) = line.unwrap().strip_prefix("ack ") {
-                round_acks.push(seq.parse::<u64>().unwrap());
-            }
-        }
-        child.wait().unwrap();
+        run_child("crash_child", &env, kill_after, |line| {
+            let Some(seq) = line.strip_prefix("ack ") else {
+                return false;
+            };
+            round_acks.push(seq.parse::<u64>().unwrap());
+            true
+        });
         acknowledged.extend(round_acks.iter().copied());
 
         let store = SqliteMessageStore::open(dir.path(), settings(policy)).unwrap();

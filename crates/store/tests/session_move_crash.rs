@@ -8,17 +8,19 @@
 //! queue, to the other instance in one `submit_atomic`. It prints `created <client>`,
 //! `ack <client> <seq>` and `moved <client>` as each write completes.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use switchyard_store::{
-    Durability, MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord,
-    SqliteMessageStore, StoredMessage, WriteBatch, WriteOp,
+    MessageStore, MessageStoreSettings, SessionOrigin, SessionRecord, SqliteMessageStore,
+    StoredMessage, WriteBatch, WriteOp,
 };
+
+use common::{POLICIES, Xorshift, durability, print_line, run_child};
 
 const DIR_ENV: &str = "SWITCHYARD_MOVE_CRASH_DIR";
 const POLICY_ENV: &str = "SWITCHYARD_MOVE_CRASH_POLICY";
@@ -32,17 +34,8 @@ const MOVES_PER_TASK: u64 = 30;
 const MAX_LINES_BEFORE_KILL: u64 = 150;
 
 fn settings(policy: &str) -> MessageStoreSettings {
-    let durability = match policy {
-        "per-message" => Durability::PerMessage,
-        "group-commit" => Durability::GroupCommit {
-            max_delay: Duration::from_micros(500),
-            max_batch: 64,
-        },
-        "memory" => Durability::Memory,
-        other => panic!("unknown policy {other:?}"),
-    };
     MessageStoreSettings {
-        durability,
+        durability: durability(policy),
         ..MessageStoreSettings::default()
     }
 }
@@ -71,12 +64,6 @@ fn message(client_id: &str, seq: u64) -> StoredMessage {
         properties: Vec::new(),
         expires_at: None,
     }
-}
-
-fn print_line(line: &str) {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}").unwrap();
-    stdout.flush().unwrap();
 }
 
 /// Loads where each stored session is and its queue.
@@ -195,18 +182,6 @@ fn move_child() {
     });
 }
 
-/// A xorshift generator, so the kill points repeat from run to run.
-struct Xorshift(u64);
-
-impl Xorshift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[test]
 fn moved_sessions_survive_sigkill() {
     if std::env::var(DIR_ENV).is_ok() {
@@ -214,39 +189,21 @@ fn moved_sessions_survive_sigkill() {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let executable = std::env::current_exe().unwrap();
     let mut random = Xorshift(0x5eed_4d0e_c2a5_0002);
-    let policies = ["group-commit", "per-message", "memory"];
     let mut created: BTreeSet<String> = BTreeSet::new();
     let mut acknowledged: BTreeMap<String, BTreeSet<u64>> = BTreeMap::new();
     let mut moves = 0u64;
 
     for round in 0..ROUNDS {
-        let policy = policies[(round % 3) as usize];
+        let policy = POLICIES[(round % 3) as usize];
         let kill_after = random.next() % (MAX_LINES_BEFORE_KILL + 1);
-        let mut child = Command::new(&executable)
-            .args(["--exact", "move_child", "--nocapture", "--test-threads=1"])
-            .env(DIR_ENV, dir.path())
-            .env(POLICY_ENV, policy)
-            .env(ROUND_ENV, round.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-
-        let mut read = 0u64;
+        let env = [
+            (DIR_ENV, dir.path().display().to_string()),
+            (POLICY_ENV, policy.to_owned()),
+            (ROUND_ENV, round.to_string()),
+        ];
         let mut round_moves = 0u64;
-        let mut killed = false;
-        loop {
-            if !killed && read >= kill_after {
-                // Child::kill sends SIGKILL on Unix.
-                child.kill().unwrap();
-                killed = true;
-            }
-            // After the kill this reads what the child wrote before it died, then ends.
-            let Some(line) = lines.next() else { break };
-            let line = line.unwrap();
+        let end = run_child("move_child", &env, kill_after, |line| {
             let words: Vec<&str> = line.split(' ').collect();
             match words.as_slice() {
                 ["created", client_id] => {
@@ -260,14 +217,14 @@ fn moved_sessions_survive_sigkill() {
                         .insert(seq);
                 }
                 ["moved", _] => round_moves += 1,
-                _ => continue,
+                _ => return false,
             }
-            read += 1;
-        }
-        let status = child.wait().unwrap();
+            true
+        });
         assert!(
-            killed || status.success(),
-            "round {round}: the child failed with {status}"
+            end.killed || end.status.success(),
+            "round {round}: the child failed with {}",
+            end.status
         );
         moves += round_moves;
 
