@@ -30,7 +30,7 @@ impl Session {
     ///
     /// Starting returns the writes of the whole current state, led by the removal of any
     /// records of the client id. The instance has no other session of that client id, but
-    /// the store can still have its records: a move that failed while a new session opened
+    /// the store can still have its records. A move that failed while a new session opened
     /// leaves them on the giving instance, and a moved session dropped before adoption
     /// leaves them on the adopting one. Without the removal, those queue and inflight records
     /// would come back under the new session after a restart. Stopping returns the removal

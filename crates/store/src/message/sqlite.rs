@@ -143,9 +143,9 @@ impl SqliteMessageStore {
         Box::pin(async move { answer.await.map_err(|_| closed(&path))? })
     }
 
-    /// Pauses the writer thread, once it has run the commands submitted before this call,
-    /// until the returned guard is dropped, so that tests can fill the write queue. Commands
-    /// submitted meanwhile wait as they do behind a slow disk.
+    /// Pauses the writer thread until the returned guard is dropped, so that tests can fill
+    /// the write queue. The writer first runs the commands submitted before this call, and
+    /// the ones submitted meanwhile wait as they do behind a slow disk.
     pub fn pause_writer(&self) -> WriterPause {
         let (resume, paused) = mpsc::channel();
         self.admission

@@ -701,8 +701,8 @@ async fn session_opened_during_failed_move_stored_alone() {
     let b = stored_instance("b", &store).await;
     offline_session_on(&a).await;
 
-    // The device reconnects to a while the move is waiting for the paused writer, so a
-    // opens a new session, and then the move fails.
+    // The device reconnects to instance a while the move waits for the paused writer, so
+    // instance a opens a new session. Then the move fails.
     let pause = sqlite.pause_writer();
     let origin = global();
     let (fresh, write) = {
