@@ -669,6 +669,52 @@ async fn publish_racing_take_commits_first() {
     stop(vec![a, b], store).await;
 }
 
+#[tokio::test]
+async fn pending_changes_commit_before_move() {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let settings = MessageStoreSettings {
+        max_pending_batches: 1,
+        ..MessageStoreSettings::default()
+    };
+    let sqlite = Arc::new(SqliteMessageStore::open(dir.path(), settings).expect("store opens"));
+    let store: Arc<dyn MessageStore> = Arc::clone(&sqlite) as Arc<dyn MessageStore>;
+    let a = stored_instance("a", &store).await;
+    let b = stored_instance("b", &store).await;
+    offline_session_on(&a).await;
+
+    // A change recorded and not yet submitted when the take starts. The take submits it to
+    // a background task and then waits for the move, so only the store's call order keeps
+    // it from committing after the removal and storing the session on a again.
+    let slot = a
+        .read_registry()
+        .sessions
+        .get(CLIENT)
+        .cloned()
+        .expect("the session is on a");
+    slot.lock().record_session();
+    drop(slot);
+    let pause = sqlite.pause_writer();
+    let origin = global();
+    let detached = {
+        let take = a.take_detached_session(CLIENT, &origin, &b);
+        tokio::pin!(take);
+        let early = tokio::time::timeout(std::time::Duration::from_millis(50), &mut take).await;
+        assert!(early.is_err(), "the move waits for the paused writer");
+        drop(pause);
+        take.await.expect("offline session is taken")
+    };
+
+    // A load runs after every write submitted before it, the background one included.
+    let on_a = store.load_all("a").await.expect("store loads a");
+    assert!(on_a.sessions.is_empty(), "{:?}", on_a.sessions);
+    let on_b = store.load_all("b").await.expect("store loads b");
+    assert_eq!(on_b.sessions.len(), 1);
+
+    drop(detached);
+    drop(sqlite);
+    stop(vec![a, b], store).await;
+}
+
 /// Opens a store in `dir` in which instance b has 3,900 of its 4,096 bytes used, so that
 /// moving the session of `offline_session_on` to b fails.
 async fn store_with_full_adopter(dir: &std::path::Path) -> Arc<SqliteMessageStore> {
