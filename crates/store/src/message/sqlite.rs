@@ -145,7 +145,8 @@ impl SqliteMessageStore {
 
     /// Pauses the writer thread until the returned guard is dropped, so that tests can fill
     /// the write queue. The writer first runs the commands submitted before this call, and
-    /// the ones submitted meanwhile wait as they do behind a slow disk.
+    /// the ones submitted meanwhile wait as they do behind a slow disk. Dropping the store
+    /// blocks until the guard is dropped too, because the writer finishes every command first.
     pub fn pause_writer(&self) -> WriterPause {
         let (resume, paused) = mpsc::channel();
         self.admission
