@@ -46,14 +46,21 @@ def render_config(
     busy_timeout_ms=5000,
     instance_listeners=None,
     global_listeners=(),
+    max_queued_messages=None,
 ):
     """Render the test deployment's TOML.
 
     Every instance and the global endpoint get a TCP listener on a free port. instance_listeners
     maps an instance id to further listeners and global_listeners adds listeners to the group,
     each an inline TOML table such as '{ protocol = "ws", listen = "127.0.0.1:0" }'.
+    max_queued_messages, when given, raises every instance's queue limit per session and the
+    message store's to that many messages.
     """
     instance_listeners = instance_listeners or {}
+    queue_limit = "" if max_queued_messages is None else f"max_queued_messages = {max_queued_messages}"
+    store_queue_limit = (
+        "" if max_queued_messages is None else f"max_queued_messages_per_session = {max_queued_messages}"
+    )
 
     def key(pair):
         return f'{{ id = "{pair[0]}", secret = "{pair[1]}" }}'
@@ -72,6 +79,7 @@ disaster_recovery = {"true" if dr else "false"}
 group_ids = ["{GROUP_ID}"]
 parent_topics = ["sensors"]
 listeners = [{listeners(instance_listeners.get(instance_id, ()))}]
+{queue_limit}
 """
 
     return f"""
@@ -84,6 +92,7 @@ throttle_burst = {throttle_burst}
 
 [store]
 busy_timeout_ms = {busy_timeout_ms}
+{store_queue_limit}
 
 [[accounts]]
 id = "{ACCOUNT}"
