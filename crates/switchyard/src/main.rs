@@ -133,7 +133,19 @@ fn serve_command(config_path: Option<&Path>, data_dir: PathBuf) -> anyhow::Resul
         }
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Tokio runs the task woken last first (its LIFO slot), so when two connections become
+    // readable in one poll of the I/O driver, the later one is handled first. Without the slot,
+    // tasks start in the order they were woken, and a SUBSCRIBE that reached the server before
+    // another client's PUBLISH is applied first, unless another worker thread takes the later
+    // task. MQTT orders packets only within one connection, but the Paho interoperability tests
+    // send on two connections in turn and expect this order. The option needs
+    // `--cfg tokio_unstable`, which `.cargo/config.toml` sets.
+    // NOTE: a RUSTFLAGS variable replaces the flags of `.cargo/config.toml`, so a build with
+    // its own RUSTFLAGS keeps tokio's LIFO slot unless it adds `--cfg tokio_unstable` itself.
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = builder
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
