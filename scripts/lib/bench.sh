@@ -16,7 +16,9 @@ require_positive_integer() {
 # `loadgen_bin` to their paths, under CARGO_TARGET_DIR when it is set.
 build_release_binaries() {
     echo "building switchyard and switchyard-loadgen (release)" >&2
-    cargo build --release --manifest-path "$root/Cargo.toml" -p switchyard -p switchyard-loadgen >&2
+    # From the repository's root, so that Cargo reads its .cargo/config.toml, which a build
+    # through --manifest-path from elsewhere would not.
+    (cd "$root" && cargo build --release -p switchyard -p switchyard-loadgen) >&2
     local target_dir="${CARGO_TARGET_DIR:-$root/target}"
     server_bin="$target_dir/release/switchyard"
     loadgen_bin="$target_dir/release/switchyard-loadgen"

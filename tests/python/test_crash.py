@@ -8,12 +8,14 @@ is killed with SIGKILL at a random moment and restarted on the same data directo
 last round the subscribers come back. Each must receive every message whose publisher saw it
 acknowledged: QoS 1 at least once, QoS 2 exactly once.
 
-SWITCHYARD_CRASH_ROUNDS sets the number of rounds (default 3) for a longer run.
+SWITCHYARD_CRASH_ROUNDS sets the number of rounds (default 3) for a longer run, and
+SWITCHYARD_CRASH_SEED the seed of the kill delays (default: the clock, printed by the test).
 """
 
 import collections
 import os
 import random
+import re
 import threading
 import time
 
@@ -24,12 +26,15 @@ from paho.mqtt.packettypes import PacketTypes
 from conftest import GROUP_ID, Server, signature_password
 
 ROUNDS = int(os.environ.get("SWITCHYARD_CRASH_ROUNDS", "3"))
+SEED = int(os.environ.get("SWITCHYARD_CRASH_SEED", time.time_ns() % 1_000_000))
 # The cap on one publisher's messages of each QoS in one round. A round's kill comes 0.1 to
 # 0.6 s after the publishers start, well before they can send this many, so it lands while
 # messages are in flight.
 MESSAGES_PER_QOS = 1000
 PATHS = ("instance", "global")
 TOPICS = [("sensors/crash/q1", 1), ("sensors/crash/q2", 2)]
+# paho 2.2 reports a received PUBREC only in its log, with this text.
+PUBREC_LOG = re.compile(r"Received PUBREC \(Mid: (\d+)\)")
 
 
 def signed_client(server, client_id):
@@ -46,7 +51,7 @@ def address_of(server, path):
 
 
 def connect_subscriber(server, path):
-    """Connect the persistent subscriber of `path` and return it with its message counter."""
+    """Connect the persistent subscriber of `path`, and return it with its message counter."""
     client = signed_client(server, f"{GROUP_ID}@@@crash-sub-{path}")
     received = collections.Counter()
     client.on_message = lambda c, u, m: received.update([m.payload.decode()])
@@ -60,13 +65,32 @@ def connect_subscriber(server, path):
     return client, received
 
 
+def subscribe_and_leave(server, path):
+    """Subscribe the persistent subscriber of `path` to both topics, then disconnect it."""
+    subscriber, _ = connect_subscriber(server, path)
+    granted = []
+    subscribed = threading.Event()
+
+    def on_subscribe(client, userdata, mid, reason_codes, properties):
+        granted.extend(code.value for code in reason_codes)
+        subscribed.set()
+
+    subscriber.on_subscribe = on_subscribe
+    subscriber.subscribe(TOPICS)
+    assert subscribed.wait(10), f"subscriber through {path} got no SUBACK"
+    assert granted == [1, 2], f"subscriber through {path} was granted {granted}"
+    subscriber.disconnect()
+    subscriber.loop_stop()
+
+
 def publish_until_killed(server, path, round_number, acknowledged, stop):
     publisher = signed_client(server, f"{GROUP_ID}@@@crash-pub-{path}-{round_number}")
     publisher.max_inflight_messages_set(20)
-    # Packet id to payload, and the packet ids the server acknowledged. The callback runs on
-    # paho's network thread while it holds paho's own locks, so it takes no lock of the test's
-    # and only appends. Packet ids are not reused, because a publisher sends fewer than 65,535
-    # messages.
+    # Packet id to payload, and the packet ids the server acknowledged: by PUBACK at QoS 1 and
+    # by PUBREC at QoS 2, because the server owns a QoS 2 message once it sends PUBREC. The
+    # callbacks run on paho's network thread while it holds paho's own locks, so they take no
+    # lock of the test's and only append. Packet ids are not reused, because a publisher sends
+    # fewer than 65,535 messages.
     sent = {}
     acknowledged_ids = []
 
@@ -74,7 +98,13 @@ def publish_until_killed(server, path, round_number, acknowledged, stop):
         if not reason_code.is_failure:
             acknowledged_ids.append(mid)
 
+    def on_log(client, userdata, level, message):
+        match = PUBREC_LOG.fullmatch(message)
+        if match:
+            acknowledged_ids.append(int(match.group(1)))
+
     publisher.on_publish = on_publish
+    publisher.on_log = on_log
     # The killed server's port is gone after the restart, so a reconnect could only fail.
     publisher.reconnect_delay_set(min_delay=30, max_delay=30)
     publisher.connect(*address_of(server, path))
@@ -90,17 +120,25 @@ def publish_until_killed(server, path, round_number, acknowledged, stop):
     finally:
         publisher.disconnect()
         publisher.loop_stop()
-        acknowledged.extend(sent[mid] for mid in acknowledged_ids if mid in sent)
+        acknowledged.update(sent[mid] for mid in acknowledged_ids if mid in sent)
+
+
+def run_publisher(errors, *args):
+    try:
+        publish_until_killed(*args)
+    except Exception as error:  # reported by run_round, which fails the test
+        errors.append(error)
 
 
 def run_round(server, rng, round_number, acknowledged):
     stop = threading.Event()
+    errors = []
     # Daemon threads, so that a publisher stuck on the dead connection cannot keep the test
     # process alive after the test ends.
     publishers = [
         threading.Thread(
-            target=publish_until_killed,
-            args=(server, path, round_number, acknowledged, stop),
+            target=run_publisher,
+            args=(errors, server, path, round_number, acknowledged, stop),
             daemon=True,
         )
         for path in PATHS
@@ -112,25 +150,23 @@ def run_round(server, rng, round_number, acknowledged):
     stop.set()
     for publisher in publishers:
         publisher.join(timeout=30)
+        assert not publisher.is_alive(), f"round {round_number}: a publisher did not stop"
+    assert not errors, f"round {round_number}: a publisher failed: {errors!r}"
     server.start()
 
 
 def test_acknowledged_messages_survive_sigkill(tmp_path):
-    rng = random.Random(20261204)
     # Every message of every round stays queued for both offline subscribers, so no session may
     # drop its oldest message at the queue limit.
     max_queued = len(PATHS) * len(TOPICS) * MESSAGES_PER_QOS * ROUNDS
     server = Server(tmp_path, max_queued_messages=max_queued).start()
-    for path in PATHS:
-        subscriber, _ = connect_subscriber(server, path)
-        subscriber.subscribe(TOPICS)
-        time.sleep(0.5)
-        subscriber.disconnect()
-        subscriber.loop_stop()
-
-    acknowledged = []
+    print(f"seed={SEED}")
+    rng = random.Random(SEED)
+    acknowledged = set()
     received = {}
     try:
+        for path in PATHS:
+            subscribe_and_leave(server, path)
         for round_number in range(ROUNDS):
             run_round(server, rng, round_number, acknowledged)
 
@@ -138,10 +174,9 @@ def test_acknowledged_messages_survive_sigkill(tmp_path):
         for path in PATHS:
             subscriber, received[path] = connect_subscriber(server, path)
             subscribers.append(subscriber)
-        deadline = time.monotonic() + 30
-        expected = set(acknowledged)
+        deadline = time.monotonic() + 30 + 5 * ROUNDS
         while time.monotonic() < deadline and not all(
-            expected <= set(counter) for counter in received.values()
+            acknowledged <= set(counter) for counter in received.values()
         ):
             time.sleep(0.2)
         time.sleep(1)  # let duplicates, if any, arrive
@@ -162,8 +197,8 @@ def test_acknowledged_messages_survive_sigkill(tmp_path):
         assert any(p.startswith(f"{path}-") for p in acknowledged), f"no {path} publish was acknowledged"
 
     for session, counter in received.items():
-        missing = [p for p in acknowledged if counter[p] == 0]
-        duplicated_qos2 = [p for p in acknowledged if "-q2-" in p and counter[p] > 1]
+        missing = sorted(p for p in acknowledged if counter[p] == 0)
+        duplicated_qos2 = sorted(p for p, count in counter.items() if "-q2-" in p and count > 1)
         print(
             f"subscriber session via {session}: received={sum(counter.values())} "
             f"missing={len(missing)} qos2_duplicates={len(duplicated_qos2)}"

@@ -141,10 +141,17 @@ fn serve_command(config_path: Option<&Path>, data_dir: PathBuf) -> anyhow::Resul
     // task. MQTT orders packets only within one connection, but the Paho interoperability tests
     // send on two connections in turn and expect this order. The option needs
     // `--cfg tokio_unstable`, which `.cargo/config.toml` sets.
-    // NOTE: a RUSTFLAGS variable replaces the flags of `.cargo/config.toml`, so a build with
-    // its own RUSTFLAGS keeps tokio's LIFO slot unless it adds `--cfg tokio_unstable` itself.
+    // NOTE: a RUSTFLAGS variable replaces the flags of `.cargo/config.toml`, and so does a
+    // build started outside the repository, so such a build keeps tokio's LIFO slot unless it
+    // adds `--cfg tokio_unstable` itself. The server then logs a warning at start.
     #[cfg(tokio_unstable)]
     builder.disable_lifo_slot();
+    #[cfg(not(tokio_unstable))]
+    tracing::warn!(
+        "Built without --cfg tokio_unstable, so tokio's LIFO slot is on and connections that \
+         become readable together may be handled out of order; rebuild from the repository's \
+         root, or add --cfg tokio_unstable to RUSTFLAGS"
+    );
     let runtime = builder
         .enable_all()
         .build()
