@@ -1,7 +1,7 @@
 //! Application messages on their way from a publisher to subscriber sessions.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,8 +21,19 @@ pub(crate) struct Message {
     pub(crate) received_at: Instant,
     /// The MQTT 5.0 properties forwarded to subscribers, with the Message Expiry Interval as
     /// received. Topic Alias and Subscription Identifier are removed because they belong to one
-    /// connection.
-    pub(crate) properties: Properties,
+    /// connection. Behind an `Arc` built by [`shared_properties`], because `Properties` is about
+    /// 400 bytes and most messages have none.
+    pub(crate) properties: Arc<Properties>,
+}
+
+/// Wraps a message's properties, sharing one allocation among all messages that have none.
+pub(crate) fn shared_properties(properties: Properties) -> Arc<Properties> {
+    static NONE: LazyLock<Arc<Properties>> = LazyLock::new(|| Arc::new(Properties::default()));
+    if properties == Properties::default() {
+        Arc::clone(&NONE)
+    } else {
+        Arc::new(properties)
+    }
 }
 
 impl Message {
@@ -38,7 +49,7 @@ impl Message {
             retain: publish.retain,
             publisher,
             received_at: now,
-            properties,
+            properties: shared_properties(properties),
         }
     }
 
@@ -97,7 +108,7 @@ impl Delivery {
     /// of a server forwarding the message [MQTT-3.3.2-6].
     pub(crate) fn to_publish(&self, packet_id: Option<u16>, dup: bool, now: Instant) -> Publish {
         let message = &self.message;
-        let mut properties = message.properties.clone();
+        let mut properties = Properties::clone(&message.properties);
         properties.message_expiry_interval = message.remaining_expiry(now);
         properties.subscription_identifiers = self.subscription_ids.clone();
         Publish {

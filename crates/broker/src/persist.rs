@@ -26,7 +26,7 @@ use tracing::warn;
 use crate::connection::Origin;
 use crate::ids::ClientId;
 use crate::instance::SessionSlot;
-use crate::message::{Delivery, Message};
+use crate::message::{Delivery, Message, shared_properties};
 use crate::subscriptions::Subscriber;
 use crate::will::WillMessage;
 
@@ -224,7 +224,7 @@ fn qos_of(value: u8) -> QoS {
 /// Returns the record of a delivery queued or in flight to a session.
 pub(crate) fn stored_delivery(delivery: &Delivery) -> StoredMessage {
     let message = &delivery.message;
-    let mut properties = message.properties.clone();
+    let mut properties = Properties::clone(&message.properties);
     properties.message_expiry_interval = None;
     properties.subscription_identifiers = delivery.subscription_ids.clone();
     StoredMessage {
@@ -259,7 +259,7 @@ fn restored_message(stored: &StoredMessage, now: Instant, now_millis: UnixMillis
         retain: stored.retain,
         publisher: ClientId::new(""),
         received_at: now,
-        properties,
+        properties: shared_properties(properties),
     }
 }
 
@@ -293,7 +293,7 @@ pub(crate) fn stored_retained(message: &Message) -> StoredMessage {
         retain: true,
         properties: encode_properties(&Properties {
             message_expiry_interval: None,
-            ..message.properties.clone()
+            ..Properties::clone(&message.properties)
         }),
         expires_at: expiry_deadline(message),
     }
