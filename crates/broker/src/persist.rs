@@ -244,8 +244,8 @@ fn expiry_deadline(message: &Message) -> Option<UnixMillis> {
 }
 
 /// Rebuilds a message from its record, received at `now`, with the Message Expiry Interval
-/// set to the time left.
-fn restored_message(stored: &StoredMessage, now: Instant, now_millis: UnixMillis) -> Message {
+/// set to the time left. The message takes over the record's topic and payload buffers.
+fn restored_message(stored: StoredMessage, now: Instant, now_millis: UnixMillis) -> Message {
     let mut properties = decode_properties(&stored.properties);
     properties.subscription_identifiers = Vec::new();
     properties.message_expiry_interval = stored.expires_at.map(|deadline| {
@@ -253,8 +253,8 @@ fn restored_message(stored: &StoredMessage, now: Instant, now_millis: UnixMillis
         u32::try_from(millis).unwrap_or(u32::MAX)
     });
     Message {
-        topic: ByteStr::from(stored.topic.clone()),
-        payload: Bytes::from(stored.payload.clone()),
+        topic: ByteStr::from(stored.topic),
+        payload: Bytes::from(stored.payload),
         qos: qos_of(stored.qos),
         retain: stored.retain,
         publisher: ClientId::new(""),
@@ -268,7 +268,7 @@ fn restored_message(stored: &StoredMessage, now: Instant, now_millis: UnixMillis
 /// NOTE: the shared subscription a delivery came through is not stored, so a restored
 /// delivery stays with its session when the session leaves the group.
 pub(crate) fn restored_delivery(
-    stored: &StoredMessage,
+    stored: StoredMessage,
     now: Instant,
     now_millis: UnixMillis,
 ) -> Delivery {
@@ -301,7 +301,7 @@ pub(crate) fn stored_retained(message: &Message) -> StoredMessage {
 
 /// Rebuilds a retained message from its record.
 pub(crate) fn restored_retained(
-    stored: &StoredMessage,
+    stored: StoredMessage,
     now: Instant,
     now_millis: UnixMillis,
 ) -> Message {

@@ -41,10 +41,14 @@ impl Instance {
 
         let now = tokio::time::Instant::now().into_std();
         let now_millis = unix_millis_now();
-        let mut restored = Vec::with_capacity(state.sessions.len());
+        let session_count = state.sessions.len();
+        let retained_count = state.retained.len();
+        let mut restored = Vec::with_capacity(session_count);
         {
             let mut registry = instance.write_registry();
-            for stored in &state.sessions {
+            // Each record is consumed as its session is rebuilt, so its memory is freed and
+            // reused while the rest are restored.
+            for stored in state.sessions {
                 let session = Session::restore(
                     stored,
                     instance.settings.max_queued_messages,
@@ -62,7 +66,7 @@ impl Instance {
                 restored.push(slot);
             }
         }
-        for stored in &state.retained {
+        for stored in state.retained {
             let message = restored_retained(stored, now, now_millis);
             instance.retained.retain(&Arc::new(message));
         }
@@ -86,8 +90,8 @@ impl Instance {
         }
         info!(
             instance = %instance.id(),
-            sessions = state.sessions.len(),
-            retained = state.retained.len(),
+            sessions = session_count,
+            retained = retained_count,
             expired_skipped = state.expired_skipped,
             corrupt = state.corrupt.len(),
             "Restored sessions and retained messages from the message store"

@@ -193,7 +193,7 @@ impl Session {
     /// A session that was connected when the server stopped counts as disconnected at `now`:
     /// its expiry starts then, and its will, if any, falls due after its delay.
     pub(crate) fn restore(
-        state: &SessionState,
+        state: SessionState,
         max_queued_messages: usize,
         now: Instant,
         now_millis: UnixMillis,
@@ -219,20 +219,20 @@ impl Session {
                 .subscriptions
                 .insert(subscription.filter.clone(), subscriber);
         }
-        for (sequence, message) in &state.queue {
+        for (sequence, message) in state.queue {
             let delivery = restored_delivery(message, now, now_millis);
-            session.queue.restore(*sequence, delivery);
+            session.queue.restore(sequence, delivery);
         }
 
-        for (packet_id, inflight) in &state.inflight {
-            let delivery = restored_delivery(&inflight.message, now, now_millis);
+        for (packet_id, inflight) in state.inflight {
+            let delivery = restored_delivery(inflight.message, now, now_millis);
             let awaiting = match (inflight.pubrel_sent, delivery.qos) {
                 (true, _) => Awaiting::PubComp,
                 (false, QoS::ExactlyOnce) => Awaiting::PubRec,
                 (false, _) => Awaiting::PubAck,
             };
             session.inflight.push_back(Inflight {
-                packet_id: *packet_id,
+                packet_id,
                 delivery,
                 awaiting,
                 sent: false,
