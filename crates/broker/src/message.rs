@@ -29,7 +29,7 @@ pub(crate) struct Message {
 /// Wraps a message's properties, sharing one allocation among all messages that have none.
 pub(crate) fn shared_properties(properties: Properties) -> Arc<Properties> {
     static NONE: LazyLock<Arc<Properties>> = LazyLock::new(|| Arc::new(Properties::default()));
-    if properties == Properties::default() {
+    if properties == **NONE {
         Arc::clone(&NONE)
     } else {
         Arc::new(properties)
