@@ -29,7 +29,7 @@ make_bench_tmp() {
     tmp="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
 }
 
-# Removes the directory in `tmp`, or keeps it and says so when KEEP_TMP=1.
+# Removes the directory in `tmp`, or keeps it and prints its path when KEEP_TMP=1.
 remove_bench_tmp() {
     if [ "${KEEP_TMP:-0}" = 1 ]; then
         echo "kept $tmp" >&2

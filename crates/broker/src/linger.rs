@@ -4,7 +4,7 @@
 //! A server that closes a TCP socket with unread input, or that receives input after closing
 //! it, makes its kernel send a reset. A client that is still writing (PUBREL packets
 //! for PUBRECs it has not read, say) then gets the reset before it reads the server's
-//! DISCONNECT or refusing CONNACK, although those bytes reached it: the reset discards its
+//! DISCONNECT or refusing CONNACK, although those bytes reached it. The reset discards its
 //! unread receive buffer or fails its next write. So the server first shuts down its write
 //! side, which sends FIN after the last packet, and then reads and discards input until the
 //! client closes too, for at most [`LINGER_TIMEOUT`] and [`LINGER_MAX_BYTES`].
@@ -18,8 +18,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Maximum time a closing connection keeps reading. A client that reads the server's packet
-/// closes within a round trip; one second covers slow links without letting clients that never
-/// close hold the task for long.
+/// closes within a round trip, so one second covers slow links without letting clients that
+/// never close hold the task for long.
 pub(crate) const LINGER_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Maximum input a closing connection discards before it closes anyway. 64 KiB is far more than

@@ -152,12 +152,12 @@ pub struct SessionRecord {
     pub expires_at: Option<UnixMillis>,
     /// The subscriptions, in the order the broker wrote them.
     pub subscriptions: Vec<StoredSubscription>,
-    /// How the session's last connection reached the instance. A DR session handover moves
+    /// The path of the session's last connection to the instance. A DR session handover moves
     /// only sessions whose last connection came through the group's global endpoint.
     pub origin: SessionOrigin,
 }
 
-/// How the last connection of a persistent session reached its instance.
+/// The path by which the last connection of a persistent session reached its instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum SessionOrigin {
     /// Through one of the instance's own region listeners.
