@@ -23,6 +23,9 @@ DEFAULT_PORTS = (1883, 1884, 1885, 18080)
 def ports_free():
     for port in DEFAULT_PORTS:
         with socket.socket() as probe:
+            # The server binds with SO_REUSEADDR, so connections in TIME_WAIT on a default port
+            # do not stop it, and must not make the probe report the port as taken.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
