@@ -624,8 +624,9 @@ impl Config {
             }
             if instance.max_queued_messages == 0 {
                 return invalid(format!(
-                    "instance {:?}: max_queued_messages must be at least 1",
-                    instance.id
+                    "instance {:?}: max_queued_messages is 0; set it to at least 1 (default {})",
+                    instance.id,
+                    default_max_queued_messages()
                 ));
             }
             for (index, rule) in instance.access_rules.iter().enumerate() {
@@ -1333,6 +1334,20 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
             );
         }
         let message = error_of(&with_store("max_queued_messages_per_session = 999"));
+        assert!(message.contains("mqtt-cn-hz01"), "{message}");
+    }
+
+    #[test]
+    fn zero_instance_queue_is_named() {
+        let text = with_store("").replace(
+            "region = \"cn-",
+            "max_queued_messages = 0\nregion = \"cn-",
+        );
+        let message = error_of(&text);
+        assert!(
+            message.contains("max_queued_messages is 0; set it to at least 1 (default 1000)"),
+            "{message}"
+        );
         assert!(message.contains("mqtt-cn-hz01"), "{message}");
     }
 
