@@ -1339,10 +1339,8 @@ listeners = [{ protocol = "tcp", listen = "127.0.0.1:1884" }]
 
     #[test]
     fn zero_instance_queue_is_named() {
-        let text = with_store("").replace(
-            "region = \"cn-",
-            "max_queued_messages = 0\nregion = \"cn-",
-        );
+        let text =
+            with_store("").replace("region = \"cn-", "max_queued_messages = 0\nregion = \"cn-");
         let message = error_of(&text);
         assert!(
             message.contains("max_queued_messages is 0; set it to at least 1 (default 1000)"),
